@@ -1,0 +1,46 @@
+# GFM for QGIS. A newcomer needs two targets: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+QGIS_PY := /usr/bin/python3
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test test-backend test-plugin test-slow lint bench plugin clean
+
+setup: $(STAMP) qgis-check
+
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# QGIS is only needed for the plugin tests; the backend never runs inside QGIS.
+qgis-check:
+	@bash .ci/ensure-qgis
+
+demo: $(STAMP)
+	$(VENV)/bin/gfm demo --out demo-out
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: setup lint test-backend test-plugin
+
+test-backend: $(STAMP)
+	$(VPY) -m pytest tests/backend -q
+
+test-plugin: setup
+	@if $(QGIS_PY) -c 'import qgis.core, pytest' 2>/dev/null; then \
+		QT_QPA_PLATFORM=offscreen $(QGIS_PY) -m pytest tests/plugin -q; \
+	else echo "SKIP plugin tests: QGIS's Python ($(QGIS_PY)) cannot import qgis and pytest"; fi
+
+test-slow: $(STAMP)
+	$(VPY) -m pytest tests/backend -q -m slow
+
+bench: $(STAMP)
+	$(VENV)/bin/gfm bench classify --out bench-out
+
+clean:
+	rm -rf demo-out bench-out dist build

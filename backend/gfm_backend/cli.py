@@ -1,0 +1,197 @@
+"""The `gfm` command: thin argument parsing around the task functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come only from files the user names
+
+from . import __version__  # noqa: E402
+from .errors import Cancelled, GfmError  # noqa: E402
+from .progress import Progress  # noqa: E402
+
+
+def _terminal_progress(enabled: bool) -> tuple[Progress, Callable[[], None]]:
+    """A tqdm bar fed by the task's progress callback."""
+    if not enabled:
+        return Progress(), lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+               file=sys.stderr, dynamic_ncols=True)
+
+    def report(fraction: float, message: str) -> None:
+        bar.n = int(fraction * 1000)
+        bar.set_postfix_str(message[:60], refresh=False)
+        bar.refresh()
+
+    return Progress(report=report), bar.close
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="classify a raster with a model package")
+    p.add_argument("raster", type=Path)
+    p.add_argument("--model", type=Path, required=True, help="model package folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--min-area", type=float, default=0.0, dest="min_area_m2",
+                   help="merge regions smaller than this (m2) into their neighbours")
+    p.add_argument("--simplify", type=float, default=0.0,
+                   help="polygon simplification tolerance in CRS units (0: none)")
+    p.add_argument("--no-polygons", action="store_true")
+
+
+def _run_classify(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .tasks.classify import ClassifyParams, classify
+
+    return classify(ClassifyParams(
+        raster=a.raster, model=a.model, out=a.out, runtime=a.runtime, device=a.device,
+        batch_size=a.batch_size, min_area_m2=a.min_area_m2, simplify=a.simplify,
+        polygons=not a.no_polygons), progress)
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="train a model package on polygons drawn over rasters")
+    p.add_argument("rasters", type=Path, nargs="+", metavar="RASTER")
+    p.add_argument("--labels", type=Path, required=True, help="polygon file (GPKG, GeoJSON, SHP...)")
+    p.add_argument("--class-field", required=True)
+    p.add_argument("--out", type=Path, required=True, help="model package folder to write")
+    p.add_argument("--encoder", type=Path, help="encoder weights: gfm.pth, Swin checkpoint, ...")
+    p.add_argument("--config", choices=("base", "tiny"), default="base",
+                   help="encoder shape when no --encoder is given (random init)")
+    p.add_argument("--task", choices=("segmentation", "scene_classification"),
+                   default="segmentation")
+    p.add_argument("--unlabeled", choices=("ignore", "background"), default="ignore")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--bands", type=int, nargs="+", help="1-based raster bands to read")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of head training")
+    p.add_argument("--encoder-epochs", type=int, default=0,
+                   help="then epochs of whole-network fine-tuning (layer-wise LR decay)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--chips", type=int, default=256, help="training chips to cut")
+    p.add_argument("--tile-size", type=int)
+    p.add_argument("--patience", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-onnx", action="store_true")
+
+
+def _run_finetune(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .tasks.finetune import FinetuneParams, finetune
+
+    report = finetune(FinetuneParams(
+        rasters=a.rasters, labels=a.labels, class_field=a.class_field, out=a.out,
+        encoder=a.encoder, config=a.config, task=a.task, unlabeled=a.unlabeled,
+        device=a.device, bands=a.bands, epochs=a.epochs, encoder_epochs=a.encoder_epochs,
+        batch_size=a.batch_size, chips=a.chips, tile_size=a.tile_size, patience=a.patience,
+        seed=a.seed, onnx=not a.no_onnx), progress)
+    return {k: report[k] for k in ("classes", "split", "time_s")} | {
+        "validation": {k: report["validation"][k] for k in ("overall_accuracy", "mean_iou")}}
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write the ONNX file of a model package")
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    p.add_argument("--out", type=Path, help="default: MODEL_DIR/model.onnx")
+
+
+def _run_export(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .tasks.export import export
+
+    return {"onnx": str(export(a.model_dir, a.out))}
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="fine-tune and classify a synthetic scene, end to end")
+    p.add_argument("--out", type=Path, default=Path("demo-out"))
+    p.add_argument("--device", default="auto")
+
+
+def _run_demo(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .tasks.demo import demo
+
+    r = demo(a.out, device=a.device, progress=progress)
+    acc = r["accuracy_on_pixels_not_drawn"]
+    return {"overall_accuracy_on_pixels_not_drawn": acc["overall_accuracy"],
+            "mean_iou": acc["mean_iou"], "preview": str(Path(a.out) / "preview.png"),
+            "outputs": str(a.out)}
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (speed and memory)")
+    p.add_argument("what", choices=("classify",))
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--size", type=int, default=4096, help="raster width and height (px)")
+    p.add_argument("--configs", nargs="+", default=["tiny", "base"])
+    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx"])
+    p.add_argument("--device", default="cpu")
+
+
+def _run_bench(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .tasks.bench import bench_classify
+
+    return bench_classify(a.out, size=a.size, configs=a.configs, runtimes=a.runtimes,
+                          device=a.device, progress=progress)
+
+
+COMMANDS = {
+    "classify": (_add_classify, _run_classify),
+    "finetune": (_add_finetune, _run_finetune),
+    "export": (_add_export, _run_export),
+    "demo": (_add_demo, _run_demo),
+    "bench": (_add_bench, _run_bench),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gfm", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gfm {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
+                        format="gfm: %(message)s")
+    progress, close = _terminal_progress(not args.quiet and sys.stderr.isatty())
+    try:
+        result = COMMANDS[args.command][1](args, progress)
+    except Cancelled as exc:
+        close()
+        print(f"gfm: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        close()
+        print("gfm: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+    except GfmError as exc:
+        close()
+        print(f"gfm: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: say so plainly, traceback only on request
+        close()
+        if args.debug:
+            raise
+        print(f"gfm: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
+              "the traceback)", file=sys.stderr)
+        return 3
+    close()
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

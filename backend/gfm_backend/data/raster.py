@@ -1,0 +1,154 @@
+"""Reading rasters window by window, in model units, with nodata masks.
+
+Memory stays bounded by the windows in flight: nothing here reads a whole raster.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from ..errors import InputError
+from ..package import ModelSpec
+
+# Within this ratio of the model's ground sample distance the raster is used as is.
+GSD_TOLERANCE = 1.5
+
+
+@contextmanager
+def open_raster(path: Path | str) -> Iterator[rasterio.DatasetReader]:
+    """Open any GDAL-readable raster, turning GDAL errors into a message naming the file."""
+    path = Path(path) if not str(path).startswith(("/vsi", "http")) else path
+    if isinstance(path, Path) and not path.exists():
+        raise InputError(path, "raster file does not exist")
+    try:
+        ds = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InputError(path, f"not a raster GDAL can read ({exc})") from exc
+    with ds:
+        yield ds
+
+
+def pixel_size_m(ds: rasterio.DatasetReader) -> float | None:
+    """Mean pixel size in metres, or None when the raster has no CRS to tell."""
+    if ds.crs is None:
+        return None
+    xres, yres = abs(ds.transform.a), abs(ds.transform.e)
+    size = math.sqrt(xres * yres)
+    if ds.crs.is_geographic:
+        lat = (ds.bounds.top + ds.bounds.bottom) / 2
+        return size * 111_320.0 * math.sqrt(max(math.cos(math.radians(lat)), 1e-6))
+    try:
+        factor = ds.crs.linear_units_factor[1]
+    except Exception:  # CRS without linear unit information
+        factor = 1.0
+    return size * factor
+
+
+def check_bands(ds: rasterio.DatasetReader, spec: ModelSpec, path: Path | str) -> None:
+    missing = [b for b in spec.bands if b < 1 or b > ds.count]
+    if missing:
+        raise InputError(
+            path,
+            f"has {ds.count} band(s) but the model reads bands {spec.bands} "
+            f"(missing: {missing})",
+        )
+
+
+def source_scale(ds: rasterio.DatasetReader, spec: ModelSpec) -> tuple[float, str | None]:
+    """How many raster pixels make one model pixel, and a warning when resampling is needed."""
+    have = pixel_size_m(ds)
+    if spec.gsd_m is None or have is None:
+        return 1.0, None
+    ratio = spec.gsd_m / have
+    if 1 / GSD_TOLERANCE <= ratio <= GSD_TOLERANCE:
+        return 1.0, None
+    return ratio, (
+        f"raster pixel size {have:.3g} m differs from the model's {spec.gsd_m:.3g} m; "
+        f"tiles are resampled by {1 / ratio:.3g}x before the model sees them"
+    )
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile origins covering [0, length); the last tile is pulled back to end at the edge."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return sorted(set(starts))
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Raw band values -> model input: (v - offset) / scale clipped to 0..1, then mean/std."""
+
+    offset: np.ndarray
+    scale: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> Normalizer:
+        def col(v: list[float]) -> np.ndarray:
+            return np.asarray(v, dtype=np.float32).reshape(-1, 1, 1)
+
+        return cls(col(spec.scale_offset), col(spec.scale), col(spec.mean), col(spec.std))
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        x = (raw.astype(np.float32) - self.offset) / self.scale
+        np.clip(x, 0.0, 1.0, out=x)
+        return (x - self.mean) / self.std
+
+
+def read_window(
+    ds: rasterio.DatasetReader,
+    bands: list[int],
+    window: Window,
+    out_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read `window` (may run past the raster edge) as raw bands plus a validity mask.
+
+    Pixels outside the raster are zero and invalid. With `out_size` the bands are
+    resampled (bilinear) to out_size x out_size; the mask stays at the window's size.
+    """
+    h, w = int(window.height), int(window.width)
+    full = Window(0, 0, ds.width, ds.height)
+    inner = window.intersection(full)
+    r0, c0 = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
+    ih, iw = int(inner.height), int(inner.width)
+    raw = np.zeros((len(bands), h, w), dtype=ds.dtypes[bands[0] - 1])
+    valid = np.zeros((h, w), dtype=bool)
+    raw[:, r0 : r0 + ih, c0 : c0 + iw] = ds.read(bands, window=inner)
+    masks = ds.read_masks(bands, window=inner)
+    valid[r0 : r0 + ih, c0 : c0 + iw] = masks.any(axis=0)
+    if out_size is not None and (h, w) != (out_size, out_size):
+        raw = _resample(raw, out_size, Resampling.bilinear)
+    return raw, valid
+
+
+def _resample(arr: np.ndarray, size: int, method: Resampling) -> np.ndarray:
+    """Resample a (bands, h, w) array in memory through GDAL's warper."""
+    from rasterio.transform import Affine
+    from rasterio.warp import reproject
+
+    bands, h, w = arr.shape
+    out = np.zeros((bands, size, size), dtype=arr.dtype)
+    src_t = Affine.identity()
+    dst_t = Affine.scale(w / size, h / size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # identity transforms have no CRS; that is fine here
+        reproject(
+            arr, out, src_transform=src_t, dst_transform=dst_t, src_crs="EPSG:3857",
+            dst_crs="EPSG:3857", resampling=method,
+        )
+    return out

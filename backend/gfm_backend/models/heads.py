@@ -1,0 +1,83 @@
+"""Task heads on top of the four Swin stage outputs.
+
+Segmentation uses UPerNet (Xiao et al. 2018), the head the GFM paper fine-tunes with for
+WHU buildings and Vaihingen; scene classification pools the last stage, as the paper's
+UC Merced / BigEarthNet setting does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UPerNetHead(nn.Module):
+    """Pyramid pooling on the deepest stage plus an FPN over all stages, fused at stride 4."""
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        num_classes: int,
+        channels: int = 128,
+        pool_scales: tuple[int, ...] = (1, 2, 3, 6),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.pool_scales = pool_scales
+        self.ppm = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(s), _conv_bn_relu(in_channels[-1], channels, 1))
+            for s in pool_scales
+        )
+        self.ppm_bottleneck = _conv_bn_relu(
+            in_channels[-1] + len(pool_scales) * channels, channels, 3
+        )
+        self.lateral = nn.ModuleList(_conv_bn_relu(c, channels, 1) for c in in_channels[:-1])
+        self.fpn = nn.ModuleList(_conv_bn_relu(channels, channels, 3) for _ in in_channels[:-1])
+        self.fuse = _conv_bn_relu(len(in_channels) * channels, channels, 3)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def _pyramid_pool(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [x] + [
+            F.interpolate(m(x), size=size, mode="bilinear", align_corners=False) for m in self.ppm
+        ]
+        return self.ppm_bottleneck(torch.cat(pooled, dim=1))
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        laterals = [conv(f) for conv, f in zip(self.lateral, feats[:-1], strict=True)]
+        laterals.append(self._pyramid_pool(feats[-1]))
+        for i in range(len(laterals) - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[-2:], mode="bilinear", align_corners=False
+            )
+        outs = [conv(x) for conv, x in zip(self.fpn, laterals[:-1], strict=True)]
+        outs.append(laterals[-1])
+        size = outs[0].shape[-2:]
+        outs = [outs[0]] + [
+            F.interpolate(o, size=size, mode="bilinear", align_corners=False) for o in outs[1:]
+        ]
+        return self.classifier(self.dropout(self.fuse(torch.cat(outs, dim=1))))
+
+
+class SceneHead(nn.Module):
+    """Global average pool of the last stage, LayerNorm, linear classifier."""
+
+    def __init__(self, in_channels: list[int], num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_channels[-1])
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_channels[-1], num_classes)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        pooled = feats[-1].mean(dim=(2, 3))
+        return self.fc(self.dropout(self.norm(pooled)))

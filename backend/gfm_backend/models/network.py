@@ -1,0 +1,75 @@
+"""The deployable network: Swin encoder + task head, returning class probabilities.
+
+Probabilities (not logits) come out so that overlapping tiles can be blended by weight,
+and the ONNX export carries the same contract.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import InputError
+from ..package import ModelSpec
+from .heads import SceneHead, UPerNetHead
+from .swin import EncoderConfig, SwinEncoder, build_encoder
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+class GfmNetwork(nn.Module):
+    """Encoder + head; `logits()` for training, `forward()` gives softmax probabilities."""
+
+    def __init__(self, encoder: SwinEncoder, head: nn.Module, task: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.task = task
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.encoder(x))
+        if self.task == "segmentation":
+            out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(x).float(), dim=1)
+
+
+def build_head(spec: ModelSpec, in_channels: list[int]) -> nn.Module:
+    if spec.task == "segmentation":
+        return UPerNetHead(in_channels, spec.num_classes, channels=int(spec.head.get("channels", 128)))
+    return SceneHead(in_channels, spec.num_classes)
+
+
+def build_network(spec: ModelSpec, encoder: SwinEncoder | None = None) -> GfmNetwork:
+    """A network shaped by `spec`; a given encoder (e.g. loaded from GFM weights) is reused."""
+    if encoder is None:
+        encoder = build_encoder(EncoderConfig.from_json(spec.encoder))
+    return GfmNetwork(encoder, build_head(spec, list(encoder.out_channels)), spec.task)
+
+
+def save_network(net: GfmNetwork, spec: ModelSpec, model_dir: Path) -> Path:
+    path = Path(model_dir) / WEIGHTS_FILE
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    meta = {"gfm_encoder_config": json.dumps(spec.encoder), "gfm_model_json": json.dumps(spec.to_json())}
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+def load_network(model_dir: Path, spec: ModelSpec) -> GfmNetwork:
+    """Rebuild the network of a model package and load its weights (strict)."""
+    path = Path(model_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        raise InputError(model_dir, f"model package has no {WEIGHTS_FILE}")
+    net = build_network(spec)
+    try:
+        net.load_state_dict(load_file(str(path)), strict=True)
+    except (RuntimeError, OSError) as exc:
+        raise InputError(path, f"weights do not match model.json: {exc}") from exc
+    return net.eval()

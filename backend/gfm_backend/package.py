@@ -1,0 +1,128 @@
+"""The model package: a folder with `model.json`, `model.safetensors`, `model.onnx`, `report.json`.
+
+`model.json` is the contract between fine-tuning, classification, the service and the
+plugin; the same facts go into the ONNX file as metadata props (with the keys other
+QGIS tools such as Deepness read) so the ONNX file alone is enough to run the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+FORMAT_VERSION = 1
+TASKS = ("segmentation", "scene_classification")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# A palette that stays readable on imagery; class i gets PALETTE[i % len].
+PALETTE = (
+    "#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#ffff33", "#a65628",
+    "#f781bf", "#999999", "#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#a6d854",
+)
+BACKGROUND_COLOR = "#d9d9d9"
+
+
+@dataclass
+class ClassInfo:
+    id: int
+    name: str
+    color: str
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        h = self.color.lstrip("#")
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to turn raster pixels into model input and outputs into classes."""
+
+    task: str
+    classes: list[ClassInfo]
+    encoder: dict[str, Any]
+    bands: list[int] = field(default_factory=lambda: [1, 2, 3])
+    # raw value -> (value - offset) / scale -> 0..1, per band
+    scale_offset: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    scale: list[float] = field(default_factory=lambda: [255.0, 255.0, 255.0])
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    gsd_m: float | None = None
+    tile_size: int = 192
+    tile_overlap: int = 48
+    head: dict[str, Any] = field(default_factory=dict)
+    name: str = "model"
+    description: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        self.classes = [c if isinstance(c, ClassInfo) else ClassInfo(**c) for c in self.classes]
+        ids = [c.id for c in self.classes]
+        if ids != list(range(len(ids))):
+            raise ValueError(f"class ids must be 0..{len(ids) - 1} in order, got {ids}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def onnx_metadata(self) -> dict[str, str]:
+        """Metadata props for model.onnx: ours in full plus the keys other QGIS tools read."""
+        return {
+            "gfm_model_json": json.dumps(self.to_json()),
+            "model_type": "Segmentor" if self.task == "segmentation" else "Recognition",
+            "class_names": json.dumps({str(c.id): c.name for c in self.classes}),
+            # Deepness expresses resolution in cm/px and overlap in percent
+            "resolution": json.dumps(round(self.gsd_m * 100, 3) if self.gsd_m else None),
+            "tiles_size": json.dumps(self.tile_size),
+            "tiles_overlap": json.dumps(round(100 * self.tile_overlap / self.tile_size)),
+            "standardization_mean": json.dumps(self.mean),
+            "standardization_std": json.dumps(self.std),
+        }
+
+
+def default_classes(names: list[str], background: bool = False) -> list[ClassInfo]:
+    """Class list with ids in order and palette colours; `background` greys out class 0."""
+    out = []
+    for i, name in enumerate(names):
+        color = BACKGROUND_COLOR if (background and i == 0) else PALETTE[i % len(PALETTE)]
+        out.append(ClassInfo(id=i, name=str(name), color=color))
+    return out
+
+
+def read_spec(model_dir: Path) -> ModelSpec:
+    """Read `model.json` of a model package with a message naming the folder when it is wrong."""
+    model_dir = Path(model_dir)
+    path = model_dir / "model.json"
+    if not model_dir.exists():
+        raise InputError(model_dir, "model folder does not exist")
+    if not path.is_file():
+        raise InputError(model_dir, "not a model package (no model.json inside)")
+    try:
+        return ModelSpec.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise InputError(path, f"invalid model description: {exc}") from exc
+
+
+def write_spec(model_dir: Path, spec: ModelSpec) -> Path:
+    path = Path(model_dir) / "model.json"
+    path.write_text(json.dumps(spec.to_json(), indent=2), encoding="utf-8")
+    return path

@@ -1,0 +1,25 @@
+"""Device choice: `auto` takes CUDA when torch sees a GPU, else the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import GfmError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise GfmError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GfmError("--device cuda was asked for, but torch sees no CUDA GPU on this machine")
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(device)}"
+    return "CPU"

@@ -1,0 +1,79 @@
+"""Predictors: normalised float32 NCHW batch in, class probabilities out, as numpy.
+
+One interface for torch (CPU, or CUDA with bf16 autocast) and ONNX Runtime, so the
+tiling, blending and writing code never knows which runtime runs the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..errors import GfmError, InputError
+from ..package import ModelSpec
+from .device import describe_device, resolve_device
+
+RUNTIMES = ("torch", "onnx")
+ONNX_FILE = "model.onnx"
+
+
+class Predictor(Protocol):
+    description: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class TorchPredictor:
+    def __init__(self, net: torch.nn.Module, device: torch.device, bf16: bool | None = None) -> None:
+        self.net = net.to(device).eval()
+        self.device = device
+        self.bf16 = device.type == "cuda" if bf16 is None else bf16
+        self.description = f"torch on {describe_device(device)}" + (" (bf16)" if self.bf16 else "")
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            probs = self.net(x)
+        return probs.float().cpu().numpy()
+
+
+class OnnxPredictor:
+    def __init__(self, onnx_path: Path, device: str = "auto") -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        want_cuda = device != "cpu" and "CUDAExecutionProvider" in available
+        if device.startswith("cuda") and not want_cuda:
+            raise GfmError("--device cuda with --runtime onnx needs onnxruntime-gpu (CUDA provider)")
+        providers = (["CUDAExecutionProvider"] if want_cuda else []) + ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InputError(onnx_path, f"ONNX Runtime cannot load the model: {exc}") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        used = self.session.get_providers()[0].replace("ExecutionProvider", "")
+        self.description = f"onnxruntime on {used}"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        feed = {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+        return self.session.run(None, feed)[0]
+
+
+def make_predictor(
+    model_dir: Path, spec: ModelSpec, runtime: str = "torch", device: str = "auto"
+) -> Predictor:
+    """Open the model package on the asked runtime and device."""
+    if runtime == "torch":
+        from ..models.network import load_network
+
+        return TorchPredictor(load_network(model_dir, spec), resolve_device(device))
+    if runtime == "onnx":
+        path = Path(model_dir) / ONNX_FILE
+        if not path.is_file():
+            raise InputError(model_dir, f"no {ONNX_FILE} in the model package; run `gfm export`")
+        return OnnxPredictor(path, device)
+    raise GfmError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")

@@ -1,0 +1,280 @@
+"""Classify layer: a model package over a raster of any size -> classes, confidence, polygons.
+
+Streams the raster tile row by tile row: tiles are read (one row ahead, in a thread),
+normalised as `model.json` says, run through the model in batches, blended on
+probabilities and written in finished strips. Outputs are staged and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+from rasterio.windows import Window
+
+from ..atomic import staging_dir
+from ..data.grid import write_tile_grid
+from ..data.raster import (
+    Normalizer,
+    check_bands,
+    open_raster,
+    pixel_size_m,
+    read_window,
+    source_scale,
+    tile_starts,
+)
+from ..data.styles import (
+    colormap,
+    write_category_names,
+    write_confidence_qml,
+    write_polygons_qml,
+    write_raster_qml,
+)
+from ..data.vectorize import vectorize_classes
+from ..package import ModelSpec, read_spec
+from ..progress import Progress, silent
+from ..runtime import Predictor, make_predictor
+from .blending import StripBlender, blend_weights
+
+log = logging.getLogger(__name__)
+
+CLASSES_TIF, CONFIDENCE_TIF = "classes.tif", "confidence.tif"
+POLYGONS_GPKG, REPORT_JSON = "polygons.gpkg", "report.json"
+CONFIDENCE_NODATA = -1.0
+
+
+@dataclass
+class ClassifyParams:
+    raster: Path
+    model: Path
+    out: Path
+    runtime: str = "torch"
+    device: str = "auto"
+    batch_size: int = 8
+    min_area_m2: float = 0.0
+    simplify: float = 0.0
+    polygons: bool = True
+
+    def __post_init__(self) -> None:  # callers (service JSON, tests) may pass strings
+        self.raster, self.model, self.out = Path(self.raster), Path(self.model), Path(self.out)
+
+
+@dataclass
+class _Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, key: str, dt: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + dt
+
+
+def _output_profile(ds: rasterio.DatasetReader, dtype: str, nodata: float, **kw: Any) -> dict:
+    profile = {
+        "driver": "GTiff", "dtype": dtype, "count": 1, "width": kw.get("width", ds.width),
+        "height": kw.get("height", ds.height), "crs": ds.crs,
+        "transform": kw.get("transform", ds.transform), "nodata": nodata, "tiled": True,
+        "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+        "predictor": 3 if dtype == "float32" else 2, "BIGTIFF": "IF_SAFER",
+    }
+    return profile
+
+
+def _resize_probs(probs: np.ndarray, size: int) -> np.ndarray:
+    """Model-resolution probabilities back to the raster's pixel grid."""
+    if probs.shape[-1] == size:
+        return probs
+    t = torch.from_numpy(probs)
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False).numpy()
+
+
+def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the classification job; returns the report also written to report.json."""
+    progress = progress or silent()
+    t0 = time.perf_counter()
+    spec = read_spec(params.model)
+    with open_raster(params.raster) as ds:
+        check_bands(ds, spec, params.raster)
+        predictor = make_predictor(params.model, spec, params.runtime, params.device)
+        log.info("classifying %s with %s", params.raster, predictor.description)
+        with staging_dir(Path(params.out), last=(REPORT_JSON,)) as stage:
+            if spec.task == "segmentation":
+                report = _segment(ds, spec, predictor, params, stage, progress.span(0, 0.9))
+            else:
+                report = _classify_scenes(ds, spec, predictor, params, stage, progress.span(0, 0.9))
+            write_category_names(stage / CLASSES_TIF, spec.classes)
+            write_raster_qml(stage / "classes.qml", spec.classes)
+            if spec.task == "segmentation":
+                write_confidence_qml(stage / "confidence.qml")
+                if params.polygons:
+                    tv = time.perf_counter()
+                    report["polygon_count"] = vectorize_classes(
+                        stage / CLASSES_TIF, stage / POLYGONS_GPKG, spec.classes,
+                        min_area_m2=params.min_area_m2, simplify_tolerance=params.simplify,
+                        progress=progress.span(0.9, 1.0),
+                    )
+                    report["timings_s"]["vectorize"] = time.perf_counter() - tv
+            if (stage / POLYGONS_GPKG).exists():
+                write_polygons_qml(stage / "polygons.qml", spec.classes)
+            report["timings_s"]["total"] = time.perf_counter() - t0
+            report["outputs"] = {
+                p.name: str(Path(params.out) / p.name) for p in sorted(stage.iterdir())
+            }
+            report["outputs"][REPORT_JSON] = str(Path(params.out) / REPORT_JSON)
+            (stage / REPORT_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    progress(1.0, "done")
+    return report
+
+
+def _base_report(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
+                 params: ClassifyParams) -> dict[str, Any]:
+    return {
+        "raster": str(params.raster), "model": str(params.model), "task": spec.task,
+        "runtime": params.runtime, "predictor": predictor.description,
+        "size": [ds.width, ds.height], "crs": ds.crs.to_string() if ds.crs else None,
+        "classes": [asdict(c) for c in spec.classes], "warnings": [],
+    }
+
+
+def _class_stats(report: dict[str, Any], spec: ModelSpec, counts: np.ndarray,
+                 pixel_area_m2: float | None) -> None:
+    report["class_pixels"] = {c.name: int(counts[c.id]) for c in spec.classes}
+    if pixel_area_m2 is not None:
+        report["class_area_m2"] = {
+            c.name: float(counts[c.id] * pixel_area_m2) for c in spec.classes
+        }
+
+
+def _pixel_area_m2(ds: rasterio.DatasetReader) -> float | None:
+    size = pixel_size_m(ds)
+    return None if size is None else size * size
+
+
+def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
+             params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
+    report = _base_report(ds, spec, predictor, params)
+    ratio, warning = source_scale(ds, spec)
+    if warning:
+        log.warning("%s: %s", params.raster, warning)
+        report["warnings"].append(warning)
+    tile = spec.tile_size
+    src_tile = max(int(round(tile * ratio)), 8)
+    src_overlap = min(int(round(spec.tile_overlap * ratio)), src_tile // 2)
+    stride = src_tile - src_overlap
+    rows = tile_starts(ds.height, src_tile, stride)
+    cols = tile_starts(ds.width, src_tile, stride)
+    weight = blend_weights(src_tile, src_overlap)
+    normalize = Normalizer.from_spec(spec)
+    counts = np.zeros(256, dtype=np.int64)
+    timer = _Timer()
+    report.update(tile_size_px=src_tile, tile_overlap_px=src_overlap, tiles=len(rows) * len(cols))
+
+    cls_path, conf_path = stage / CLASSES_TIF, stage / CONFIDENCE_TIF
+    with rasterio.open(cls_path, "w", **_output_profile(ds, "uint8", 255)) as cls_ds, \
+         rasterio.open(conf_path, "w", **_output_profile(ds, "float32", CONFIDENCE_NODATA)) as conf_ds:
+        cls_ds.write_colormap(1, colormap(spec.classes))
+
+        def sink(top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
+            win = Window(0, top, ds.width, classes.shape[0])
+            cls_ds.write(classes, 1, window=win)
+            conf_ds.write(confidence, 1, window=win)
+            counts[:] += np.bincount(classes.ravel(), minlength=256)
+
+        blender = StripBlender(ds.width, ds.height, spec.num_classes, sink)
+
+        def read_row(row: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+            out = []
+            for col in cols:
+                raw, valid = read_window(
+                    ds, spec.bands, Window(col, row, src_tile, src_tile),
+                    out_size=tile if src_tile != tile else None,
+                )
+                out.append((col, raw, valid))
+            return out
+
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending = reader.submit(read_row, rows[0])
+            for i, row in enumerate(rows):
+                tr = time.perf_counter()
+                tiles = pending.result()
+                timer.add("read_wait", time.perf_counter() - tr)
+                if i + 1 < len(rows):
+                    pending = reader.submit(read_row, rows[i + 1])
+                for b in range(0, len(tiles), params.batch_size):
+                    progress.check()
+                    chunk = [t for t in tiles[b : b + params.batch_size] if t[2].any()]
+                    if not chunk:
+                        continue
+                    batch = np.stack([normalize(raw) for _, raw, _ in chunk])
+                    ti = time.perf_counter()
+                    probs = predictor(batch)
+                    timer.add("inference", time.perf_counter() - ti)
+                    probs = _resize_probs(probs, src_tile)
+                    for (col, _, valid), p in zip(chunk, probs, strict=True):
+                        blender.add(p, weight, valid, row, col)
+                next_row = rows[i + 1] if i + 1 < len(rows) else ds.height
+                tw = time.perf_counter()
+                blender.finish_until(next_row, final=i + 1 == len(rows))
+                timer.add("blend_write", time.perf_counter() - tw)
+                progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
+    _class_stats(report, spec, counts, _pixel_area_m2(ds))
+    report["timings_s"] = timer.seconds
+    return report
+
+
+def _classify_scenes(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
+                     params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
+    """Scene models label whole tiles: the class raster is at tile resolution, polygons a grid."""
+    report = _base_report(ds, spec, predictor, params)
+    ratio, warning = source_scale(ds, spec)
+    if warning:
+        report["warnings"].append(warning)
+    src_tile = max(int(round(spec.tile_size * ratio)), 8)
+    rows = list(range(0, ds.height, src_tile))
+    cols = list(range(0, ds.width, src_tile))
+    normalize = Normalizer.from_spec(spec)
+    classes = np.full((len(rows), len(cols)), 255, dtype=np.uint8)
+    scores = np.full((len(rows), len(cols)), CONFIDENCE_NODATA, dtype=np.float32)
+    timer = _Timer()
+    for i, row in enumerate(rows):
+        tiles = []
+        for j, col in enumerate(cols):
+            raw, valid = read_window(ds, spec.bands, Window(col, row, src_tile, src_tile),
+                                     out_size=spec.tile_size if src_tile != spec.tile_size else None)
+            if valid.mean() >= 0.5:
+                tiles.append((j, raw))
+        for b in range(0, len(tiles), params.batch_size):
+            progress.check()
+            chunk = tiles[b : b + params.batch_size]
+            ti = time.perf_counter()
+            probs = predictor(np.stack([normalize(raw) for _, raw in chunk]))
+            timer.add("inference", time.perf_counter() - ti)
+            for (j, _), p in zip(chunk, probs, strict=True):
+                classes[i, j] = int(p.argmax())
+                scores[i, j] = float(p.max())
+        progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
+    transform = ds.transform * rasterio.Affine.scale(src_tile)
+    shape = {"width": len(cols), "height": len(rows), "transform": transform}
+    with rasterio.open(stage / CLASSES_TIF, "w", **_output_profile(ds, "uint8", 255, **shape)) as out:
+        out.write(classes, 1)
+        out.write_colormap(1, colormap(spec.classes))
+    with rasterio.open(stage / CONFIDENCE_TIF, "w",
+                       **_output_profile(ds, "float32", CONFIDENCE_NODATA, **shape)) as out:
+        out.write(scores, 1)
+    if params.polygons:
+        report["polygon_count"] = write_tile_grid(
+            stage / POLYGONS_GPKG, classes, scores, transform, ds.crs, spec.classes
+        )
+    counts = np.bincount(classes.ravel(), minlength=256)
+    tile_area = _pixel_area_m2(ds)
+    _class_stats(report, spec, counts, None if tile_area is None else tile_area * src_tile**2)
+    report.update(tile_size_px=src_tile, tiles=len(rows) * len(cols))
+    report["timings_s"] = timer.seconds
+    return report

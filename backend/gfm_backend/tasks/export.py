@@ -1,0 +1,47 @@
+"""ONNX export of a model package, with model.json carried as ONNX metadata props."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+import torch
+
+from ..models.network import GfmNetwork, load_network
+from ..package import ModelSpec, read_spec
+
+log = logging.getLogger(__name__)
+OPSET = 18
+
+
+def export_onnx(net: GfmNetwork, spec: ModelSpec, path: Path) -> Path:
+    """Trace the network at the model's tile size with a dynamic batch axis."""
+    net = net.eval().cpu()
+    bands = len(spec.bands)
+    dummy = torch.zeros(1, bands, spec.tile_size, spec.tile_size)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    with torch.no_grad():
+        torch.onnx.export(
+            net, (dummy,), str(tmp), input_names=["image"], output_names=["probabilities"],
+            dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=OPSET, dynamo=True, verbose=False,
+        )
+    model = onnx.load(str(tmp))
+    for key, value in spec.onnx_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def export(model_dir: Path, out: Path | None = None) -> Path:
+    """`gfm export`: write model.onnx for a package (in the package, or at `out`)."""
+    model_dir = Path(model_dir)
+    spec = read_spec(model_dir)
+    net = load_network(model_dir, spec)
+    target = Path(out) if out else model_dir / "model.onnx"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return export_onnx(net, spec, target)

@@ -1,0 +1,419 @@
+"""Fine-tune: train a head (then optionally the encoder) on polygons drawn by an analyst.
+
+Steps: read and reproject the labels, split whole polygon groups into training and
+validation, cut chips where the labels are, train the head on a frozen encoder, then
+(optionally) the whole network with layer-wise learning-rate decay, stop early on
+validation mIoU, and write a model package (staged, renamed when complete).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import shapely
+import torch
+import torch.nn.functional as F
+
+from ..atomic import staging_dir
+from ..data.chips import (
+    IGNORE,
+    ChipSet,
+    RasterLabels,
+    cut_chip,
+    group_polygons,
+    spatial_split,
+    train_windows,
+    val_windows,
+)
+from ..data.labels import class_names, read_labels, reproject_geoms, value_name
+from ..data.raster import Normalizer, open_raster, pixel_size_m, source_scale
+from ..errors import GfmError, InputError
+from ..models import CONFIGS, build_encoder, load_encoder
+from ..models.network import GfmNetwork, build_network, save_network
+from ..package import ModelSpec, default_classes, write_spec
+from ..progress import Progress, silent
+from ..runtime import resolve_device
+from . import plots
+from .export import export_onnx
+from .metrics import confusion, summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneParams:
+    rasters: list[Path]
+    labels: Path
+    class_field: str
+    out: Path
+    encoder: Path | None = None
+    config: str = "base"
+    task: str = "segmentation"
+    unlabeled: str = "ignore"
+    device: str = "auto"
+    bands: list[int] | None = None
+    epochs: int = 30
+    encoder_epochs: int = 0
+    batch_size: int = 8
+    chips: int = 256
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    layer_decay: float = 0.9
+    patience: int = 8
+    val_fraction: float = 0.2
+    tile_size: int | None = None
+    head_channels: int | None = None
+    seed: int = 0
+    onnx: bool = True
+    name: str | None = None
+
+    def __post_init__(self) -> None:  # callers (service JSON, tests) may pass strings
+        self.rasters = [Path(p) for p in self.rasters]
+        self.labels, self.out = Path(self.labels), Path(self.out)
+        self.encoder = Path(self.encoder) if self.encoder else None
+
+
+def _input_scaling(ds: rasterio.DatasetReader, bands: list[int]) -> tuple[list[float], list[float]]:
+    """uint8 is used as is; other types get a 2-98 % stretch measured on an overview read."""
+    if ds.dtypes[bands[0] - 1] == "uint8":
+        return [0.0] * len(bands), [255.0] * len(bands)
+    h = min(ds.height, 1024)
+    w = min(ds.width, 1024)
+    sample = ds.read(bands, out_shape=(len(bands), h, w), masked=True).astype(np.float64)
+    lo, hi = [], []
+    for b in range(len(bands)):
+        vals = sample[b].compressed()
+        p2, p98 = (np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0))
+        lo.append(float(p2))
+        hi.append(float(max(p98 - p2, 1e-6)))
+    return lo, hi
+
+
+def _default_bands(ds: rasterio.DatasetReader) -> list[int]:
+    """RGB models read bands 1-3; a single-band raster is repeated into three."""
+    return [1, 2, 3] if ds.count >= 3 else [1, 1, 1]
+
+
+def _make_encoder(params: FinetuneParams, tile: int | None):
+    if params.encoder is not None:
+        opts: dict[str, Any] = {"window_size": 6}
+        if tile:
+            opts["img_size"] = tile
+        return load_encoder(params.encoder, **opts)
+    if params.config not in CONFIGS:
+        raise GfmError(f"unknown --config {params.config!r}; use one of {', '.join(CONFIGS)}")
+    cfg = copy.deepcopy(CONFIGS[params.config])
+    if tile:
+        cfg.img_size = tile
+    return build_encoder(cfg)
+
+
+def _prepare_labels(params: FinetuneParams):
+    labels = read_labels(params.labels, params.class_field)
+    names = class_names(labels.values)
+    background = params.unlabeled == "background"
+    if params.unlabeled not in ("ignore", "background"):
+        raise GfmError("--unlabeled must be 'ignore' or 'background'")
+    if background:
+        names = ["background"] + [n for n in names if n != "background"]
+    lookup = {n: i for i, n in enumerate(names)}
+    ids = np.array([lookup[value_name(v)] for v in labels.values], dtype=np.int64)
+    return labels, names, ids, background
+
+
+def finetune(params: FinetuneParams, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the fine-tuning job; returns the report also written to the package."""
+    progress = progress or silent()
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(params.seed)
+    torch.manual_seed(params.seed)
+    if not params.rasters:
+        raise GfmError("give at least one raster to train on")
+    labels, names, ids, background = _prepare_labels(params)
+    device = resolve_device(params.device)
+
+    # Reproject every polygon to each raster's CRS and keep those that touch it.
+    per_raster: list[tuple[Path, np.ndarray, np.ndarray]] = []
+    first_crs = None
+    for path in params.rasters:
+        with open_raster(path) as ds:
+            if ds.crs is None:
+                raise InputError(path, "raster has no coordinate reference system; "
+                                 "labels cannot be placed on it")
+            geoms = reproject_geoms(labels.geoms, labels.crs, ds.crs)
+            hits = np.nonzero(shapely.intersects(geoms, shapely.box(*ds.bounds)))[0]
+            per_raster.append((Path(path), geoms, hits))
+            first_crs = first_crs or ds.crs
+    if not any(len(h) for _, _, h in per_raster):
+        raise InputError(params.labels, "no label polygon overlaps the raster(s) "
+                         f"{', '.join(str(p) for p in params.rasters)} (check the CRS and extent)")
+    used = np.unique(np.concatenate([h for _, _, h in per_raster]))
+    present = sorted(set(ids[used].tolist()) | ({0} if background else set()))
+    if len(present) < 2:
+        only = names[present[0]]
+        raise InputError(params.labels, f"only one class ({only!r}) is drawn; with --unlabeled "
+                         "ignore at least two classes are needed (or use --unlabeled background)")
+
+    with open_raster(params.rasters[0]) as ds:
+        bands = params.bands or _default_bands(ds)
+        offset, scale = _input_scaling(ds, bands)
+        gsd = pixel_size_m(ds)
+    encoder = _make_encoder(params, params.tile_size)
+    tile = params.tile_size or encoder.config.img_size
+    head_channels = params.head_channels or (512 if encoder.config.embed_dim >= 96 else 64)
+    spec = ModelSpec(
+        task=params.task, classes=default_classes(names, background=background),
+        encoder=encoder.config.to_json(), bands=bands, scale_offset=offset, scale=scale,
+        gsd_m=gsd, tile_size=tile, tile_overlap=tile // 4,
+        head={"type": "upernet" if params.task == "segmentation" else "linear",
+              "channels": head_channels},
+        name=params.name or Path(params.out).name,
+        description=f"fine-tuned on {params.labels.name} field {params.class_field}",
+    )
+
+    # Split whole groups of polygons (grouped within a chip's reach) for validation.
+    geoms0 = reproject_geoms(labels.geoms[used], labels.crs, first_crs)
+    reach = tile * (gsd or 1.0) / 4
+    groups_used = group_polygons(geoms0, reach)
+    if groups_used.max() == 0:  # one cluster: fall back to polygons that touch
+        reach = 0.0
+        groups_used = group_polygons(geoms0, reach)
+    val_used = spatial_split(ids[used], groups_used, params.val_fraction, params.seed)
+    is_val = np.zeros(len(ids), dtype=bool)
+    group = np.full(len(ids), -1)
+    is_val[used], group[used] = val_used, groups_used
+
+    progress(0.02, "cutting chips")
+    normalize = Normalizer.from_spec(spec)
+    train_set, val_set = ChipSet(), ChipSet()
+    n_train_polys = max(int((~is_val[used]).sum()), 1)
+    for path, geoms, hits in per_raster:
+        if not len(hits):
+            continue
+        rl = RasterLabels(geoms[hits], ids[hits], is_val[hits], group[hits])
+        with open_raster(path) as ds:
+            ratio, warning = source_scale(ds, spec)
+            if warning:
+                log.warning("%s: %s", path, warning)
+            src_tile = max(int(round(tile * ratio)), 8)
+            share = int(np.ceil(params.chips * (~rl.is_val).sum() / n_train_polys))
+            for win in train_windows(ds, rl, src_tile, share, rng):
+                img, lab = cut_chip(ds, bands, normalize, rl, win, tile, False, background)
+                if (lab != IGNORE).any():
+                    train_set.images.append(img)
+                    train_set.labels.append(lab)
+            for win in val_windows(ds, rl, src_tile, max(params.chips // 4, 8), rng):
+                img, lab = cut_chip(ds, bands, normalize, rl, win, tile, True, background)
+                if (lab != IGNORE).any():
+                    val_set.images.append(img)
+                    val_set.labels.append(lab)
+    if not len(train_set):
+        raise InputError(params.labels, "no training chip has labelled pixels")
+    val_note = "held-out polygon groups"
+    if not len(val_set):
+        val_note = "none held out (too few polygons per class); scores are on training chips"
+        val_set = train_set
+
+    net = build_network(spec, encoder).to(device)
+    x_train, y_train = train_set.arrays()
+    x_val, y_val = val_set.arrays()
+    if spec.task == "scene_classification":
+        y_train, y_val = _scene_labels(y_train), _scene_labels(y_val)
+    trainer = _Trainer(net, device, spec, params, progress)
+    history = trainer.run(x_train, y_train, x_val, y_val)
+    cm = trainer.evaluate(x_val, y_val)
+    metrics = summarize(cm, spec.class_names)
+
+    report: dict[str, Any] = {
+        "task": spec.task, "classes": names, "rasters": [str(p) for p in params.rasters],
+        "labels": str(params.labels), "class_field": params.class_field,
+        "unlabeled": params.unlabeled, "device": str(device),
+        "encoder": str(params.encoder) if params.encoder else f"random init ({params.config})",
+        "split": {
+            "method": f"whole polygon groups (polygons within {reach:.1f} m form one group)",
+            "validation": val_note,
+            "train_polygons": int((~is_val[used]).sum()), "val_polygons": int(is_val[used].sum()),
+            "val_polygon_fids": [int(i) for i in np.nonzero(is_val)[0]],
+            "train_chips": len(train_set), "val_chips": len(val_set) if val_set is not train_set else 0,
+        },
+        "validation": metrics, "history": history,
+    }
+    progress(0.95, "writing model package")
+    with staging_dir(Path(params.out)) as stage:
+        save_network(net, spec, stage)
+        if params.onnx:
+            export_onnx(net, spec, stage / "model.onnx")
+        plots.training_curve(history, stage / "training_curve.png")
+        plots.confusion_matrix(cm, spec.class_names, stage / "confusion_matrix.png")
+        report["time_s"] = round(time.perf_counter() - t_start, 2)
+        (stage / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_spec(stage, spec)
+    progress(1.0, "done")
+    return report
+
+
+def _scene_labels(masks: np.ndarray) -> np.ndarray:
+    """A chip's scene class: the most common labelled class in it."""
+    out = np.empty(len(masks), dtype=np.int64)
+    for i, m in enumerate(masks):
+        vals = m[m != IGNORE]
+        out[i] = np.bincount(vals).argmax() if vals.size else IGNORE
+    return out
+
+
+class _Trainer:
+    """Two-stage training: head on a frozen encoder, then (optionally) everything with LLRD."""
+
+    def __init__(self, net: GfmNetwork, device: torch.device, spec: ModelSpec,
+                 params: FinetuneParams, progress: Progress) -> None:
+        self.net, self.device, self.spec, self.params = net, device, spec, params
+        self.progress = progress
+        self.bf16 = device.type == "cuda"
+        self.num_classes = spec.num_classes
+
+    def run(self, x_train, y_train, x_val, y_val) -> list[dict]:
+        p = self.params
+        stages = [("head", p.epochs)] + ([("encoder", p.encoder_epochs)] if p.encoder_epochs else [])
+        total = sum(n for _, n in stages)
+        history: list[dict] = []
+        best_score, best_state = -1.0, copy.deepcopy(self.net.state_dict())
+        done = 0
+        for stage, epochs in stages:
+            opt = self._optimizer(stage)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+            stale = 0
+            for _ in range(epochs):
+                loss = self._epoch(stage, opt, x_train, y_train)
+                sched.step()
+                cm = self.evaluate(x_val, y_val)
+                score = summarize(cm, self.spec.class_names)["mean_iou"] or 0.0
+                done += 1
+                history.append({"epoch": done, "stage": stage, "train_loss": loss,
+                                "val_miou": score})
+                self.progress(0.05 + 0.9 * done / total,
+                              f"{stage} epoch {done}/{total}: loss {loss:.3f}, val mIoU {score:.3f}")
+                if score > best_score + 1e-4:
+                    best_score, stale = score, 0
+                    best_state = copy.deepcopy(self.net.state_dict())
+                else:
+                    stale += 1
+                    if stale >= p.patience:
+                        log.info("early stop in the %s stage after epoch %d", stage, done)
+                        break
+        self.net.load_state_dict(best_state)
+        return history
+
+    def _optimizer(self, stage: str) -> torch.optim.Optimizer:
+        p = self.params
+        encoder = self.net.encoder
+        if stage == "head":
+            for prm in encoder.parameters():
+                prm.requires_grad_(False)
+            return torch.optim.AdamW(self.net.head.parameters(), lr=p.lr, weight_decay=1e-4)
+        for prm in encoder.parameters():
+            prm.requires_grad_(True)
+        return torch.optim.AdamW(_layer_decay_groups(self.net, p.encoder_lr, p.layer_decay),
+                                 weight_decay=0.05)
+
+    def _epoch(self, stage: str, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray) -> float:
+        self.net.train()
+        if stage == "head":
+            self.net.encoder.eval()
+        order = np.random.permutation(len(x))
+        bs = self.params.batch_size
+        losses = []
+        for b in range(0, len(order), bs):
+            self.progress.check()
+            idx = order[b : b + bs]
+            if len(idx) < 2 and self.spec.task == "segmentation" and len(order) > 1:
+                continue  # BatchNorm needs more than one sample
+            xb, yb = _augment(x[idx], y[idx], self.spec.task)
+            xb = torch.from_numpy(xb).to(self.device)
+            yb = torch.from_numpy(yb).to(self.device).long()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.net.logits(xb)
+            loss = F.cross_entropy(logits.float(), yb, ignore_index=IGNORE)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+            opt.step()
+            losses.append(float(loss))
+        return float(np.mean(losses)) if losses else float("nan")
+
+    @torch.no_grad()
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        self.net.eval()
+        cm = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        for b in range(0, len(x), self.params.batch_size):
+            xb = torch.from_numpy(x[b : b + self.params.batch_size]).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                pred = self.net.logits(xb).float().argmax(dim=1).cpu().numpy()
+            cm += confusion(pred, y[b : b + self.params.batch_size], self.num_classes)
+        return cm
+
+
+def _augment(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips and 90-degree turns: imagery seen from above has no up."""
+    k = np.random.randint(4)
+    flip = np.random.rand() < 0.5
+    x = np.rot90(x, k, axes=(2, 3))
+    if flip:
+        x = x[..., ::-1]
+    if task == "segmentation":
+        y = np.rot90(y, k, axes=(1, 2))
+        if flip:
+            y = y[..., ::-1]
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
+def _layer_decay_groups(net: GfmNetwork, lr: float, decay: float) -> list[dict]:
+    """Layer-wise LR decay: the head at `lr`, each earlier Swin block a factor `decay` lower."""
+    enc = net.encoder
+    names = [name for name, _ in enc.named_parameters()]
+    block_keys = sorted({_block_key(n) for n in names if _block_key(n)}, key=names_order(names))
+    n = len(block_keys) + 1
+    depth_ids: dict[str, int] = {}
+    current = 0
+    for name in names:  # parameters come in forward order
+        key = _block_key(name)
+        if key:
+            current = block_keys.index(key) + 1
+            depth_ids[name] = current
+        elif "patch_embed" in name:
+            depth_ids[name] = 0
+        elif "downsample" in name:  # patch merging belongs with the block after it
+            depth_ids[name] = current + 1
+        else:
+            depth_ids[name] = n - 1
+    groups: dict[int, list] = {}
+    for name, prm in enc.named_parameters():
+        groups.setdefault(depth_ids[name], []).append(prm)
+    out = [{"params": ps, "lr": lr * decay ** (n - d)} for d, ps in sorted(groups.items())]
+    out.append({"params": list(net.head.parameters()), "lr": lr})
+    return out
+
+
+def _block_key(name: str) -> str | None:
+    """'layers.2.blocks.5' for a parameter of that Swin block, else None."""
+    parts = name.split(".")
+    if "blocks" not in parts:
+        return None
+    i = parts.index("blocks")
+    return ".".join(parts[: i + 2])
+
+
+def names_order(names: list[str]):
+    first = {}
+    for i, n in enumerate(names):
+        k = _block_key(n)
+        if k and k not in first:
+            first[k] = i
+    return lambda k: first[k]
