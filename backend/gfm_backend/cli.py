@@ -18,10 +18,20 @@ from .errors import Cancelled, GfmError  # noqa: E402
 from .progress import Progress  # noqa: E402
 
 
-def _terminal_progress(enabled: bool) -> tuple[Progress, Callable[[], None]]:
-    """A tqdm bar fed by the task's progress callback."""
-    if not enabled:
+def _terminal_progress(tty: bool, quiet: bool) -> tuple[Progress, Callable[[], None]]:
+    """A tqdm bar on a terminal; elsewhere (logs, pipes) a line every 10 %."""
+    if quiet:
         return Progress(), lambda: None
+    if not tty:
+        last = [-1]
+
+        def log_line(fraction: float, message: str) -> None:
+            step = int(fraction * 10)
+            if step != last[0]:
+                last[0] = step
+                logging.getLogger("gfm").info("%3d%% %s", int(fraction * 100), message)
+
+        return Progress(report=log_line), lambda: None
     from tqdm import tqdm
 
     bar = tqdm(total=1000, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
@@ -164,9 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
-                        format="gfm: %(message)s")
-    progress, close = _terminal_progress(not args.quiet and sys.stderr.isatty())
+    logging.basicConfig(level=logging.WARNING, format="gfm: %(message)s")
+    for name in ("gfm", "gfm_backend"):  # our messages only; libraries stay at warnings
+        logging.getLogger(name).setLevel(logging.WARNING if args.quiet else logging.INFO)
+    progress, close = _terminal_progress(sys.stderr.isatty(), args.quiet)
     try:
         result = COMMANDS[args.command][1](args, progress)
     except Cancelled as exc:

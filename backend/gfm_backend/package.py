@@ -99,11 +99,39 @@ class ModelSpec:
         }
 
 
+# Colours a map reader expects for common land-cover names (matched as words in the name).
+CONVENTIONAL_COLORS = (
+    (("water", "hydro", "river", "lake", "sea"), "#3a78c2"),
+    (("forest", "tree", "wood", "vegetation"), "#2f7d32"),
+    (("grass", "meadow", "pasture"), "#9ccc65"),
+    (("field", "crop", "farm", "agri"), "#e6c35c"),
+    (("building", "built", "roof", "urban", "man"), "#d9534f"),
+    (("road", "street", "paved", "train", "rail"), "#7f7f7f"),
+    (("bare", "soil", "sand"), "#c49a6c"),
+    (("snow", "ice", "cloud"), "#f0f0f0"),
+)
+
+
+def _conventional_color(name: str) -> str | None:
+    words = name.lower().replace("-", " ").replace("_", " ").split()
+    for keys, color in CONVENTIONAL_COLORS:
+        if any(w.startswith(k) for w in words for k in keys):
+            return color
+    return None
+
+
 def default_classes(names: list[str], background: bool = False) -> list[ClassInfo]:
-    """Class list with ids in order and palette colours; `background` greys out class 0."""
-    out = []
+    """Class list with ids in order: conventional colours for common land-cover names,
+    distinct palette colours otherwise; `background` greys out class 0."""
+    out: list[ClassInfo] = []
+    spare = iter(p for p in PALETTE * 4)
     for i, name in enumerate(names):
-        color = BACKGROUND_COLOR if (background and i == 0) else PALETTE[i % len(PALETTE)]
+        if background and i == 0:
+            color = BACKGROUND_COLOR
+        else:
+            color = _conventional_color(str(name))
+            if color is None or color in {c.color for c in out}:
+                color = next(c for c in spare if c not in {o.color for o in out})
         out.append(ClassInfo(id=i, name=str(name), color=color))
     return out
 

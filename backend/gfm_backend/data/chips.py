@@ -118,9 +118,9 @@ def cut_chip(
     """Image and label arrays for one window, resampled to the model's tile size."""
     src = int(window.width)
     raw, valid = read_window(ds, bands, window, out_size=tile if src != tile else None)
-    wt = window_transform(window, ds.transform) * Affine.scale(src / tile)
-    x0, y0 = wt * (0, 0)
-    x1, y1 = wt * (tile, tile)
+    wt = window_transform(window, ds.transform) @ Affine.scale(src / tile)
+    x0, y0 = wt @ (0, 0)
+    x1, y1 = wt @ (tile, tile)
     bounds = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
     label = _label_chip(labels, use_val, (tile, tile), wt, bounds, background)
     if src != tile:
@@ -157,7 +157,7 @@ def train_windows(
         areas = shapely.area(labels.geoms[members])
         i = rng.choice(members, p=areas / areas.sum() if areas.sum() > 0 else None)
         x, y = _random_point_in(labels.geoms[i], rng)
-        col, row = inv * (x, y)
+        col, row = inv @ (x, y)
         jitter = rng.uniform(-0.25, 0.25, size=2) * src_tile
         out.append(_centred(col + jitter[0], row + jitter[1], src_tile, ds))
     return out
@@ -175,8 +175,8 @@ def val_windows(
         members = val[labels.group[val] == g]
         union = shapely.union_all(labels.geoms[members])
         minx, miny, maxx, maxy = union.bounds
-        c0, r0 = inv * (minx, maxy)
-        c1, r1 = inv * (maxx, miny)
+        c0, r0 = inv @ (minx, maxy)
+        c1, r1 = inv @ (maxx, miny)
         c0, c1 = sorted((c0, c1))
         r0, r1 = sorted((r0, r1))
         ny = max(1, math.ceil((r1 - r0) / src_tile))

@@ -28,8 +28,8 @@ def write_tile_grid(
     names = {c.id: c.name for c in class_info}
     corners = []
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        x0, y0 = transform * (c, r)
-        x1, y1 = transform * (c + 1, r + 1)
+        x0, y0 = transform @ (c, r)
+        x1, y1 = transform @ (c + 1, r + 1)
         corners.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
     geoms = np.array(corners, dtype=object)
     ids = classes[rows, cols].astype(np.int32)

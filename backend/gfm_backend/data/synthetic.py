@@ -110,8 +110,8 @@ def draw_training_polygons(
             c = int(rng.integers(0, max_col - box_px))
             if (scene.truth[r : r + box_px, c : c + box_px] != cid).any():
                 continue
-            x0, y0 = scene.transform * (c, r)
-            x1, y1 = scene.transform * (c + box_px, r + box_px)
+            x0, y0 = scene.transform @ (c, r)
+            x1, y1 = scene.transform @ (c + box_px, r + box_px)
             box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
             if any(box.intersects(g) for g in geoms):
                 continue

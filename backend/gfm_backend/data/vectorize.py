@@ -63,7 +63,8 @@ def vectorize_classes(
     dropped. `simplify_tolerance` is in CRS units (topology-preserving, per feature).
     `area_m2` is the area of the region's pixels (before simplification): planar for
     projected CRSs, exact ellipsoidal cell areas for geographic ones.
-    The file appears only when complete; on error or cancel nothing is left behind.
+    The file appears only when complete; on error or cancel nothing is left behind and an
+    earlier `out_gpkg` stays as it was. Missing or unreadable input raises `InputError`.
     """
     progress = progress or silent()
     class_tif, out_gpkg = Path(class_tif), Path(out_gpkg)
@@ -83,9 +84,9 @@ def vectorize_classes(
         done = 0
         for cls in sorted(seams):
             progress(0.9 + 0.1 * done / max(pieces_total, 1), "vectorizing")
-            merged = _merge_pieces(seams.pop(cls))
-            writer.add(_keep_large(merged, min_px), cls)
-            done += len(merged)
+            pieces = seams.pop(cls)
+            writer.add(_keep_large(_merge_pieces(pieces), min_px), cls)
+            done += len(pieces)
         count = writer.close()
         progress(1.0, "vectorizing")
         _remove_gpkg(out_gpkg, keep_main=True)  # stale -wal/-shm would corrupt the new file

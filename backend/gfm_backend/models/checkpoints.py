@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from timm.models import adapt_input_conv
 from torch.nn.modules.module import _IncompatibleKeys
 
 from ..errors import InputError
-from .swin import EncoderConfig, SwinEncoder, build_encoder
+from .swin import EncoderConfig, SwinEncoder, build_encoder, resize_bias_table
 
 CONFIG_METADATA_KEY = "gfm_encoder_config"
 ENCODER_PREFIX = "encoder."
@@ -51,7 +50,7 @@ class _CfgNodeStandIn:
     are ignored. No code from the file runs.
     """
 
-    def __new__(cls, *args: object, **kwargs: object) -> Any:  # noqa: D102
+    def __new__(cls, *args: object, **kwargs: object) -> Any:
         return OrderedDict()
 
 
@@ -286,17 +285,6 @@ def _img_size_from_masks(sub: Mapping[str, torch.Tensor], patch_size: int) -> in
 # ---------------------------------------------------------------- loading
 
 
-def resize_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
-    """Bicubic resize of a ((2w-1)^2, heads) table to another window, as Swin fine-tuning does."""
-    rows, heads = table.shape
-    side, new_side = math.isqrt(rows), 2 * window - 1
-    if side == new_side:
-        return table
-    grid = table.float().t().reshape(1, heads, side, side)
-    grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", align_corners=False)
-    return grid.reshape(heads, new_side * new_side).t().contiguous().to(table.dtype)
-
-
 def load_state_dict_into(
     encoder: SwinEncoder,
     sd: Mapping[str, torch.Tensor],
@@ -382,7 +370,7 @@ def load_encoder(
             config = replace(config, in_chans=in_chans)
     except ValueError as exc:
         raise InputError(source, f"cannot build the encoder: {exc}") from None
-    encoder = build_encoder(config, drop_path_rate=drop_path_rate)
+    encoder = build_encoder(config, drop_path_rate=drop_path_rate, init_weights=False)
     load_state_dict_into(encoder, weights, strict=strict, source=source)
     return encoder
 

@@ -10,11 +10,14 @@ the segmentation and scene heads build on.
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from timm.models.swin_transformer import SwinTransformer
 
 
@@ -89,6 +92,8 @@ class EncoderConfig:
         )
 
 
+_TABLE = "relative_position_bias_table"
+
 CONFIGS: dict[str, EncoderConfig] = {
     # The paper's student: Swin-B, window 6 at 192 px (SimMIM-style pretraining size).
     "base": EncoderConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), 4, 6, 3, 192, "base"),
@@ -96,6 +101,21 @@ CONFIGS: dict[str, EncoderConfig] = {
     # per stage so every stage has a shifted-window block, as in the real model.
     "tiny": EncoderConfig(32, (2, 2, 2, 2), (2, 4, 8, 16), 4, 6, 3, 192, "tiny"),
 }
+
+
+def resize_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
+    """Bicubic resize of a ((2w-1)^2, heads) table to window `window`.
+
+    Plain bicubic over the (2w-1) x (2w-1) offset grid, as Microsoft's Swin fine-tuning
+    does; used both for checkpoints and `set_input_size`, so one method is in play.
+    """
+    rows, heads = table.shape
+    side, new_side = math.isqrt(rows), 2 * window - 1
+    if side == new_side:
+        return table
+    grid = table.float().t().reshape(1, heads, side, side)
+    grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", align_corners=False)
+    return grid.reshape(heads, new_side * new_side).t().contiguous().to(table.dtype)
 
 
 class SwinEncoder(SwinTransformer):
@@ -108,7 +128,11 @@ class SwinEncoder(SwinTransformer):
     precomputed; change it with `set_input_size`.
     """
 
-    def __init__(self, config: EncoderConfig, *, drop_path_rate: float = 0.0) -> None:
+    def __init__(
+        self, config: EncoderConfig, *, drop_path_rate: float = 0.0, init_weights: bool = True
+    ) -> None:
+        # init_weights=False keeps PyTorch's per-layer defaults and skips timm's second
+        # pass: seconds saved for Swin-B when a checkpoint overwrites everything anyway
         super().__init__(
             img_size=config.img_size,
             patch_size=config.patch_size,
@@ -121,6 +145,7 @@ class SwinEncoder(SwinTransformer):
             window_size=config.window_size,
             strict_img_size=True,
             drop_path_rate=drop_path_rate,
+            weight_init="" if init_weights else "skip",
         )
         self.config = config
         self.out_channels = config.stage_channels
@@ -157,17 +182,28 @@ class SwinEncoder(SwinTransformer):
 
         timm by default scales the window with the image; GFM keeps its window, so the
         current one is passed explicitly unless another is asked for. Relative position
-        tables are interpolated by timm when the window changes.
+        tables are resized with `resize_bias_table` (timm's own resize is replaced).
         """
         new = self.config.with_input(img_size, window_size)
-        super().set_input_size(img_size=(new.img_size, new.img_size), window_size=new.window_size)
+        before = {n: p.detach().clone() for n, p in self.named_parameters() if n.endswith(_TABLE)}
+        with warnings.catch_warnings():  # timm's own table resize warns; its result is replaced
+            warnings.simplefilter("ignore", UserWarning)
+            super().set_input_size(img_size=(new.img_size, new.img_size),
+                                   window_size=new.window_size)
+        with torch.no_grad():
+            for name, table in self.named_parameters():
+                if name.endswith(_TABLE) and table.shape != before[name].shape:
+                    window = (math.isqrt(table.shape[0]) + 1) // 2
+                    table.copy_(resize_bias_table(before[name], window))
         self.config = new
 
 
-def build_encoder(config: EncoderConfig | str, *, drop_path_rate: float = 0.0) -> SwinEncoder:
+def build_encoder(
+    config: EncoderConfig | str, *, drop_path_rate: float = 0.0, init_weights: bool = True
+) -> SwinEncoder:
     """A randomly initialised encoder from a config or the name of one in `CONFIGS`."""
     if isinstance(config, str):
         if config not in CONFIGS:
             raise ValueError(f"unknown encoder config {config!r}; known: {sorted(CONFIGS)}")
         config = CONFIGS[config]
-    return SwinEncoder(config, drop_path_rate=drop_path_rate)
+    return SwinEncoder(config, drop_path_rate=drop_path_rate, init_weights=init_weights)

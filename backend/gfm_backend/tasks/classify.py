@@ -76,6 +76,15 @@ class _Timer:
         self.seconds[key] = self.seconds.get(key, 0.0) + dt
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def _output_profile(ds: rasterio.DatasetReader, dtype: str, nodata: float, **kw: Any) -> dict:
     profile = {
         "driver": "GTiff", "dtype": dtype, "count": 1, "width": kw.get("width", ds.width),
@@ -124,6 +133,7 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
             if (stage / POLYGONS_GPKG).exists():
                 write_polygons_qml(stage / "polygons.qml", spec.classes)
             report["timings_s"]["total"] = time.perf_counter() - t0
+            report["peak_rss_mb"] = _peak_rss_mb()
             report["outputs"] = {
                 p.name: str(Path(params.out) / p.name) for p in sorted(stage.iterdir())
             }
@@ -260,7 +270,7 @@ def _classify_scenes(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Pre
                 classes[i, j] = int(p.argmax())
                 scores[i, j] = float(p.max())
         progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
-    transform = ds.transform * rasterio.Affine.scale(src_tile)
+    transform = ds.transform @ rasterio.Affine.scale(src_tile)
     shape = {"width": len(cols), "height": len(rows), "transform": transform}
     with rasterio.open(stage / CLASSES_TIF, "w", **_output_profile(ds, "uint8", 255, **shape)) as out:
         out.write(classes, 1)

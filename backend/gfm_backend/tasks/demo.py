@@ -29,8 +29,8 @@ from .finetune import FinetuneParams, finetune
 from .metrics import confusion, summarize
 
 
-def demo(out: Path, device: str = "auto", size: int = 768, epochs: int = 25,
-         encoder_epochs: int = 15, progress: Progress | None = None) -> dict[str, Any]:
+def demo(out: Path, device: str = "auto", size: int = 768, epochs: int = 12,
+         encoder_epochs: int = 6, progress: Progress | None = None) -> dict[str, Any]:
     progress = progress or silent()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def demo(out: Path, device: str = "auto", size: int = 768, epochs: int = 25,
         FinetuneParams(
             rasters=[raster], labels=labels, class_field="class", out=out / "model",
             config="tiny", device=device, epochs=epochs, encoder_epochs=encoder_epochs,
-            chips=96, batch_size=8, patience=6, name="demo-tiny",
+            chips=64, batch_size=8, patience=4, name="demo-tiny",
         ),
         progress.span(0.02, 0.8),
     )
@@ -100,7 +100,7 @@ def _preview(image: np.ndarray, pred: np.ndarray, truth: np.ndarray, geoms: list
     inv = ~transform
     for g in geoms:
         xs, ys = g.exterior.xy
-        cols, rows = zip(*[inv * (x, y) for x, y in zip(xs, ys, strict=True)], strict=True)
+        cols, rows = zip(*[inv @ (x, y) for x, y in zip(xs, ys, strict=True)], strict=True)
         axes[0].plot(cols, rows, color="yellow", linewidth=1)
     axes[0].set_title("image + drawn training polygons")
     axes[1].imshow(lut[pred])

@@ -25,7 +25,7 @@ def export_onnx(net: GfmNetwork, spec: ModelSpec, path: Path) -> Path:
     with torch.no_grad():
         torch.onnx.export(
             net, (dummy,), str(tmp), input_names=["image"], output_names=["probabilities"],
-            dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
             opset_version=OPSET, dynamo=True, verbose=False,
         )
     model = onnx.load(str(tmp))

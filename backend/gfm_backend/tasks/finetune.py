@@ -345,7 +345,7 @@ class _Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         return float(np.mean(losses)) if losses else float("nan")
 
     @torch.no_grad()

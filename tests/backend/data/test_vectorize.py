@@ -155,6 +155,25 @@ def test_min_area_sieve_merges_and_drops_specks(tmp_path: Path) -> None:
     assert vectorize_classes(src, out, CLASSES, block_size=64) == 5
 
 
+def test_sieve_in_blocks_agrees_with_whole_raster_sieve(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    arr = np.kron(rng.integers(0, 3, (16, 16)), np.ones((25, 25), np.int64)).astype(np.uint8)
+    noise = rng.random(arr.shape) < 0.05
+    arr[noise] = rng.integers(0, 3, noise.sum())
+    arr[rng.random(arr.shape) < 0.01] = 255
+    src = write_tif(tmp_path / "c.tif", arr)
+
+    n = vectorize_classes(src, tmp_path / "a.gpkg", CLASSES, min_area_m2=2.0, block_size=64)
+    whole = vectorize_classes(src, tmp_path / "b.gpkg", CLASSES, min_area_m2=2.0,
+                              block_size=1000)
+
+    a, b = read(tmp_path / "a.gpkg"), read(tmp_path / "b.gpkg")
+    assert abs(n - whole) <= 0.02 * whole
+    assert a["area_m2"].min() >= 2.0
+    assert a["area_m2"].sum() == b["area_m2"].sum() == (arr != 255).sum() * 0.25
+    assert len(as_set(a) ^ as_set(b)) <= 0.05 * whole
+
+
 def test_geographic_crs_uses_ellipsoidal_area(tmp_path: Path) -> None:
     res = 0.0001  # degrees, about 11 m x 8 m at 45 N
     arr = np.zeros((120, 120), np.uint8)

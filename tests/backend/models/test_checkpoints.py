@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from timm.scheduler import CosineLRScheduler
 
 from gfm_backend.errors import InputError
 from gfm_backend.models import (
@@ -24,7 +25,8 @@ from gfm_backend.models import (
     read_state_dict,
     save_encoder,
 )
-from gfm_backend.models.checkpoints import load_state_dict_into, resize_bias_table
+from gfm_backend.models.checkpoints import load_state_dict_into
+from gfm_backend.models.swin import resize_bias_table
 
 from .swin_reference import ReferenceSwin, assert_close, official_keys, randomize_, reference_for
 
@@ -54,6 +56,18 @@ def yacs_config(config: EncoderConfig):
     return cfg
 
 
+def training_state() -> tuple[dict, dict]:
+    """Real AdamW and timm cosine-scheduler state dicts, as the official script saves them."""
+    param = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.AdamW([param], lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05)
+    param.grad = torch.ones(3)
+    optimizer.step()
+    scheduler = CosineLRScheduler(optimizer, t_initial=1000, lr_min=1e-5, warmup_lr_init=1e-6,
+                                  warmup_t=100, cycle_limit=1, t_in_epochs=False)
+    scheduler.step_update(1)
+    return optimizer.state_dict(), scheduler.state_dict()
+
+
 def write_gfm_checkpoint(
     path: Path, config: EncoderConfig, seed: int = 0
 ) -> tuple[ReferenceSwin, ReferenceSwin]:
@@ -68,11 +82,11 @@ def write_gfm_checkpoint(
     model["decoder.0.bias"] = torch.zeros(32 * 32 * 3)
     model["projector.weight"] = torch.randn(width, width)
     model["projector.bias"] = torch.zeros(width)
+    optimizer, scheduler = training_state()
     torch.save({
         "model": model,
-        "optimizer": {"state": {0: {"step": torch.tensor(1.0), "exp_avg": torch.zeros(3)}},
-                      "param_groups": [{"lr": 1e-4, "weight_decay": 0.05, "params": [0]}]},
-        "lr_scheduler": {"t_initial": 100, "lr_min": 1e-5, "base_values": [2e-4]},
+        "optimizer": optimizer,
+        "lr_scheduler": scheduler,
         "max_accuracy": 0.0,
         "epoch": 99,
         "config": yacs_config(config),

@@ -10,6 +10,7 @@ from timm.models.swin_transformer import SwinTransformer
 
 from gfm_backend.models import CONFIGS, EncoderConfig, SwinEncoder, build_encoder
 from gfm_backend.models.checkpoints import encoder_state_dict
+from gfm_backend.models.swin import resize_bias_table
 
 from . import swin_reference
 from .swin_reference import ReferenceSwin, assert_close, reference_for
@@ -117,6 +118,12 @@ def test_set_input_size_keeps_window() -> None:
     assert [o.shape[-1] for o in outs] == [64, 32, 16, 8]
     table = enc.layers[0].blocks[0].attn.relative_position_bias_table
     assert table.shape[0] == 11 * 11
+    before = table.detach().clone()
+    enc.set_input_size(224, window_size=7)
+    assert enc.config.window_size == 7
+    after = enc.layers[0].blocks[0].attn.relative_position_bias_table
+    assert torch.equal(after, resize_bias_table(before, 7))
+    assert enc.layers[0].blocks[1].attn_mask.shape == (64, 49, 49)
 
 
 @pytest.mark.slow

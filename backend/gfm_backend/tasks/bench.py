@@ -1,0 +1,127 @@
+"""`gfm bench classify`: end-to-end classify throughput against the network alone.
+
+For each encoder config and runtime: end-to-end MPix/s of a real `gfm classify` run
+(in a child process, so its peak RSS is its own), model-only MPix/s of the same number
+of tiles through the network alone, their ratio, and peak RSS. Figures, not tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+from ..data.synthetic import SCENE_CLASSES, make_scene, write_scene
+from ..models import CONFIGS, build_encoder
+from ..models.network import build_network, save_network
+from ..package import ModelSpec, default_classes, write_spec
+from ..progress import Progress, silent
+from ..runtime import make_predictor
+from .export import export_onnx
+
+
+def make_bench_raster(path: Path, size: int) -> Path:
+    """A size x size RGB GeoTIFF tiled from a 1024 px synthetic scene (block by block)."""
+    if path.exists():
+        with rasterio.open(path) as ds:
+            if ds.width == size:
+                return path
+    scene = make_scene(1024, seed=1)
+    tmp = path.with_suffix(".partial.tif")
+    write_scene(scene, tmp)  # for its profile
+    with rasterio.open(tmp) as src:
+        profile = src.profile | {"width": size, "height": size}
+    with rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, size, 1024):
+            for c in range(0, size, 1024):
+                h, w = min(1024, size - r), min(1024, size - c)
+                dst.write(scene.image[:, :h, :w], window=rasterio.windows.Window(c, r, w, h))
+    tmp.unlink()
+    return path
+
+
+def make_bench_model(model_dir: Path, config: str) -> Path:
+    """A model package with random weights of the given encoder shape (speed only)."""
+    if (model_dir / "model.json").exists():
+        return model_dir
+    model_dir.mkdir(parents=True, exist_ok=True)
+    enc = build_encoder(copy.deepcopy(CONFIGS[config]))
+    spec = ModelSpec(task="segmentation", classes=default_classes(list(SCENE_CLASSES)),
+                     encoder=enc.config.to_json(), gsd_m=0.5, tile_size=enc.config.img_size,
+                     tile_overlap=enc.config.img_size // 4,
+                     head={"type": "upernet", "channels": 512 if config == "base" else 64},
+                     name=f"bench-{config}")
+    net = build_network(spec, enc).eval()
+    save_network(net, spec, model_dir)
+    export_onnx(net, spec, model_dir / "model.onnx")
+    write_spec(model_dir, spec)
+    return model_dir
+
+
+def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: int) -> float:
+    """Seconds to push `tiles` tiles through the network alone (after one warm-up batch)."""
+    from ..package import read_spec
+
+    spec = read_spec(model_dir)
+    predictor = make_predictor(model_dir, spec, runtime, device)
+    x = np.random.default_rng(0).standard_normal(
+        (batch, len(spec.bands), spec.tile_size, spec.tile_size)).astype(np.float32)
+    predictor(x)
+    t0 = time.perf_counter()
+    done = 0
+    while done < tiles:
+        n = min(batch, tiles - done)
+        predictor(x[:n])
+        done += n
+    return time.perf_counter() - t0
+
+
+def bench_classify(out: Path, size: int = 4096, configs: list[str] | None = None,
+                   runtimes: list[str] | None = None, device: str = "cpu", batch: int = 8,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    progress = progress or silent()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    raster = make_bench_raster(out / f"bench_{size}.tif", size)
+    mpix = size * size / 1e6
+    rows = []
+    cases = [(c, r) for c in (configs or ["tiny", "base"]) for r in (runtimes or ["torch", "onnx"])]
+    for i, (config, runtime) in enumerate(cases):
+        progress(i / len(cases), f"{config} / {runtime}")
+        model = make_bench_model(out / f"model_{config}", config)
+        result_dir = out / f"classified_{config}_{runtime}"
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "gfm_backend.cli", "--quiet", "classify", str(raster),
+             "--model", str(model), "--out", str(result_dir), "--runtime", runtime,
+             "--device", device, "--batch-size", str(batch)],
+            capture_output=True, text=True,
+        )
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"classify failed for {config}/{runtime}: {proc.stderr[-2000:]}")
+        report = json.loads((result_dir / "report.json").read_text())
+        total = report["timings_s"]["total"]
+        raster_s = total - report["timings_s"].get("vectorize", 0.0)
+        model_s = _model_only(model, runtime, device, report["tiles"], batch)
+        rows.append({
+            "config": config, "runtime": runtime, "tiles": report["tiles"],
+            "end_to_end_mpix_s": round(mpix / raster_s, 3),
+            "model_only_mpix_s": round(mpix / model_s, 3),
+            "ratio": round(model_s / raster_s, 3),
+            "vectorize_s": round(report["timings_s"].get("vectorize", 0.0), 2),
+            "process_wall_s": round(wall, 1),
+            "peak_rss_mb": report.get("peak_rss_mb"),
+        })
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    progress(1.0, "done")
+    result = {"raster": str(raster), "size": size, "device": device, "results": rows}
+    (out / "bench_classify.json").write_text(json.dumps(result, indent=2))
+    return result

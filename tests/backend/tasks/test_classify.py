@@ -1,0 +1,121 @@
+"""Classify layer on real GeoTIFFs with a real fine-tuned model package."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from gfm_backend.errors import Cancelled, InputError
+from gfm_backend.progress import Progress
+from gfm_backend.tasks.classify import ClassifyParams, classify
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory, scene_files, tiny_model):
+    out = tmp_path_factory.mktemp("classified")
+    report = classify(ClassifyParams(scene_files["raster"], tiny_model, out, device="cpu"))
+    return out, report
+
+
+def test_outputs_keep_georeferencing(classified, scene_files):
+    out, report = classified
+    with rasterio.open(scene_files["raster"]) as src, rasterio.open(out / "classes.tif") as cls, \
+            rasterio.open(out / "confidence.tif") as conf:
+        for ds in (cls, conf):
+            assert ds.crs == src.crs
+            assert ds.transform == src.transform
+            assert (ds.width, ds.height) == (src.width, src.height)
+        assert cls.dtypes[0] == "uint8" and cls.nodata == 255
+        assert conf.dtypes[0] == "float32"
+        assert cls.block_shapes == [(256, 256)] and cls.compression is not None
+        cmap = cls.colormap(1)
+        classes = cls.read(1)
+        c = conf.read(1)
+    names = [c["name"] for c in report["classes"]]
+    assert set(np.unique(classes)) <= set(range(len(names)))
+    assert cmap[0][:3] == tuple(int(report["classes"][0]["color"][i : i + 2], 16) for i in (1, 3, 5))
+    assert c.min() >= 0.0 and c.max() <= 1.0 + 1e-6
+    assert (out / "classes.qml").exists() and (out / "classes.tif.aux.xml").exists()
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["class_pixels"] == report["class_pixels"]
+    assert sum(saved["class_pixels"].values()) == 256 * 256
+
+
+def test_polygons_fields_and_crs(classified, scene_files):
+    out, report = classified
+    info = pyogrio.read_info(out / "polygons.gpkg")
+    assert {"class_id", "class_name", "area_m2"} <= set(info["fields"])
+    with rasterio.open(scene_files["raster"]) as src:
+        assert rasterio.crs.CRS.from_user_input(info["crs"]) == src.crs
+    _, _, _, fields = pyogrio.raw.read(out / "polygons.gpkg", columns=["class_id", "area_m2"])
+    assert len(fields[0]) == report["polygon_count"] > 0
+    # every pixel is classified, so the polygons tile the scene (256 px * 0.5 m)^2
+    assert fields[1].sum() == pytest.approx(128.0 * 128.0)
+
+
+def test_learned_something(classified, scene):
+    out, report = classified
+    with rasterio.open(out / "classes.tif") as ds:
+        pred = ds.read(1)
+    names = [c["name"] for c in report["classes"]]
+    from gfm_backend.data.synthetic import SCENE_CLASSES
+
+    truth = np.array([names.index(SCENE_CLASSES[t]) for t in range(4)])[scene.truth]
+    assert (pred == truth).mean() > 0.5  # a two-epoch model; the demo trains properly
+
+
+def test_onnx_agrees_with_torch(classified, scene_files, tiny_model, tmp_path):
+    out, _ = classified
+    classify(ClassifyParams(scene_files["raster"], tiny_model, tmp_path, runtime="onnx",
+                            device="cpu", polygons=False))
+    with rasterio.open(out / "classes.tif") as a, rasterio.open(tmp_path / "classes.tif") as b:
+        agree = (a.read(1) == b.read(1)).mean()
+    assert agree >= 0.99
+    assert not (tmp_path / "polygons.gpkg").exists()
+
+
+def test_nodata_and_resampling(tmp_path, scene, tiny_model):
+    """A raster at a quarter of the model's pixel size, with a nodata border."""
+    img = np.repeat(np.repeat(scene.image[:, :96, :96], 2, axis=1), 2, axis=2)
+    img[:, :10, :] = 0
+    path = tmp_path / "fine.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=192, height=192, count=3, dtype="uint8",
+                       crs=scene.crs, transform=from_origin(500000, 5000000, 0.25, 0.25),
+                       nodata=0) as dst:
+        dst.write(img)
+    report = classify(ClassifyParams(path, tiny_model, tmp_path / "out", device="cpu"))
+    assert any("resampled" in w for w in report["warnings"])
+    with rasterio.open(tmp_path / "out" / "classes.tif") as ds:
+        assert (ds.width, ds.height) == (192, 192)
+        classes = ds.read(1)
+    assert (classes[:10] == 255).all()
+    assert (classes[10:] != 255).all()
+
+
+def test_cancel_leaves_no_outputs(tmp_path, scene_files, tiny_model):
+    progress = Progress()
+    progress.cancel()
+    with pytest.raises(Cancelled):
+        classify(ClassifyParams(scene_files["raster"], tiny_model, tmp_path / "out"), progress)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_bad_inputs_name_the_file(tmp_path, tiny_model, scene_files):
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster")
+    with pytest.raises(InputError, match="notes.tif"):
+        classify(ClassifyParams(text, tiny_model, tmp_path / "o"))
+    with pytest.raises(InputError, match="model.json"):
+        classify(ClassifyParams(scene_files["raster"], tmp_path, tmp_path / "o"))
+    one_band = tmp_path / "gray.tif"
+    with rasterio.open(one_band, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(0, 8, 1, 1)) as dst:
+        dst.write(np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(InputError, match="gray.tif.*band"):
+        classify(ClassifyParams(one_band, tiny_model, tmp_path / "o"))

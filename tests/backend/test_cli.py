@@ -1,0 +1,45 @@
+"""The `gfm` command as a user runs it: clear messages, no tracebacks, JSON on success."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def gfm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gfm_backend.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_missing_raster_is_a_clear_error(tmp_path):
+    r = gfm("classify", str(tmp_path / "nowhere.tif"), "--model", str(tmp_path), "--out",
+            str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "nowhere.tif" in r.stderr or "model.json" in r.stderr
+
+
+def test_bad_labels_name_the_field(tmp_path, scene_files):
+    r = gfm("--quiet", "finetune", str(scene_files["raster"]), "--labels",
+            str(scene_files["labels"]), "--class-field", "nope", "--out", str(tmp_path / "m"),
+            "--config", "tiny", "--device", "cpu")
+    assert r.returncode == 2, r.stderr
+    assert "no field 'nope'" in r.stderr and "class" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_classify_prints_report(tmp_path, scene_files, tiny_model):
+    r = gfm("--quiet", "classify", str(scene_files["raster"]), "--model", str(tiny_model),
+            "--out", str(tmp_path / "o"), "--device", "cpu", "--runtime", "onnx")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["predictor"].startswith("onnxruntime")
+    assert (tmp_path / "o" / "classes.tif").exists()
+
+
+def test_export_writes_onnx(tmp_path, tiny_model):
+    r = gfm("--quiet", "export", str(tiny_model), "--out", str(tmp_path / "m.onnx"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m.onnx").stat().st_size > 10_000
