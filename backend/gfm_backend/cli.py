@@ -73,7 +73,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="train a model package on polygons drawn over rasters")
     p.add_argument("rasters", type=Path, nargs="+", metavar="RASTER")
     p.add_argument("--labels", type=Path, required=True, help="polygon file (GPKG, GeoJSON, SHP...)")
-    p.add_argument("--class-field", required=True)
+    p.add_argument("--class-field", help="field holding each polygon's class (default: every "
+                   "polygon is one class named after the layer, e.g. building footprints)")
     p.add_argument("--out", type=Path, required=True, help="model package folder to write")
     p.add_argument("--encoder", type=Path, help="encoder weights: gfm.pth, Swin checkpoint, ...")
     p.add_argument("--config", choices=("base", "tiny"), default="base",

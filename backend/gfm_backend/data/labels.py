@@ -33,7 +33,9 @@ class LabelSet:
     crs: CRS
 
 
-def read_labels(path: Path, class_field: str) -> LabelSet:
+def read_labels(path: Path, class_field: str | None) -> LabelSet:
+    """Polygons and their classes; without a class field every polygon is one class,
+    named after the layer (footprint files such as building outlines often have no fields)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "label file does not exist")
@@ -41,16 +43,25 @@ def read_labels(path: Path, class_field: str) -> LabelSet:
         info = pyogrio.read_info(str(path))
     except Exception as exc:  # pyogrio raises DataSourceError and others
         raise InputError(path, f"not a vector file GDAL can read ({exc})") from exc
+    if not info.get("crs"):
+        raise InputError(path, "has no coordinate reference system; labels cannot be placed")
     fields = [str(f) for f in info["fields"]]
+    if class_field is None:
+        _, _, wkb, _ = pyogrio.raw.read(str(path), columns=[])
+        layer = str(info.get("layer_name") or path.stem)
+        return _collect(path, layer, shapely.from_wkb(wkb), np.array([layer] * len(wkb), object),
+                        info)
     if class_field not in fields:
         raise InputError(
             path, f"has no field {class_field!r}; fields are: {', '.join(fields) or '(none)'}"
         )
-    if not info.get("crs"):
-        raise InputError(path, "has no coordinate reference system; labels cannot be placed")
     _, _, wkb, field_data = pyogrio.raw.read(str(path), columns=[class_field])
-    geoms = shapely.from_wkb(wkb)
-    raw_values = field_data[0]
+    return _collect(path, class_field, shapely.from_wkb(wkb), field_data[0], info)
+
+
+def _collect(path: Path, class_field: str, geoms: np.ndarray, raw_values: np.ndarray,
+             info: dict) -> LabelSet:
+    """Keep polygons that have a class value; say how many features were skipped."""
     keep, values = [], []
     for i, (g, v) in enumerate(zip(geoms, raw_values, strict=True)):
         if g is None or shapely.is_empty(g):

@@ -14,7 +14,8 @@ import numpy as np
 
 FLUSH_ALIGN = 256  # finish rows in multiples of the output GeoTIFF's block height
 
-RowSink = Callable[[int, np.ndarray, np.ndarray], None]
+# sink(top_row, weighted probability sums (C, n, W), weight sums (n, W), valid (n, W))
+RowSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
 
 
 def blend_weights(size: int, overlap: int) -> np.ndarray:
@@ -70,15 +71,22 @@ class StripBlender:
         n = min(row, self.top + self.wsum.shape[0]) - self.top
         if n <= 0:
             return
-        wsum = np.maximum(self.wsum[:n], 1e-12)
-        probs = self.acc[:, :n] / wsum
-        classes = probs.argmax(axis=0).astype(np.uint8)
-        confidence = probs.max(axis=0)
-        invalid = ~self.valid[:n]
-        classes[invalid] = 255
-        confidence[invalid] = -1.0
-        self.sink(self.top, classes, confidence.astype(np.float32))
+        # The finished rows are handed over as they are (no copy): later tiles only touch
+        # rows below them, so the sink may resolve them on another thread.
+        self.sink(self.top, self.acc[:, :n], self.wsum[:n], self.valid[:n])
         self.acc = self.acc[:, n:]
         self.wsum = self.wsum[n:]
         self.valid = self.valid[n:]
         self.top += n
+
+
+def resolve_strip(
+    acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray, nodata_confidence: float = -1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blended rows -> class ids (255 where no data) and the winning probability."""
+    probs = acc / np.maximum(wsum, 1e-12)
+    classes = probs.argmax(axis=0).astype(np.uint8)
+    confidence = probs.max(axis=0).astype(np.float32)
+    classes[~valid] = 255
+    confidence[~valid] = nodata_confidence
+    return classes, confidence

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from ..data.vectorize import vectorize_classes
 from ..package import ModelSpec, read_spec
 from ..progress import Progress, silent
 from ..runtime import Predictor, make_predictor
-from .blending import StripBlender, blend_weights
+from .blending import StripBlender, blend_weights, resolve_strip
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _output_profile(ds: rasterio.DatasetReader, dtype: str, nodata: float, **kw:
         "driver": "GTiff", "dtype": dtype, "count": 1, "width": kw.get("width", ds.width),
         "height": kw.get("height", ds.height), "crs": ds.crs,
         "transform": kw.get("transform", ds.transform), "nodata": nodata, "tiled": True,
-        "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+        "blockxsize": 256, "blockysize": 256, "compress": "deflate", "zlevel": 1,
         "predictor": 3 if dtype == "float32" else 2, "BIGTIFF": "IF_SAFER",
     }
     return profile
@@ -191,11 +191,21 @@ def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
          rasterio.open(conf_path, "w", **_output_profile(ds, "float32", CONFIDENCE_NODATA)) as conf_ds:
         cls_ds.write_colormap(1, colormap(spec.classes))
 
-        def sink(top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
+        def write_strip(top: int, acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray) -> None:
+            classes, confidence = resolve_strip(acc, wsum, valid, CONFIDENCE_NODATA)
             win = Window(0, top, ds.width, classes.shape[0])
             cls_ds.write(classes, 1, window=win)
             conf_ds.write(confidence, 1, window=win)
             counts[:] += np.bincount(classes.ravel(), minlength=256)
+
+        # Finished strips are resolved, compressed and written on a second thread while
+        # the next tile row runs through the model; at most one strip waits.
+        writing: list[Future] = []
+
+        def sink(top: int, acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray) -> None:
+            if writing:
+                writing.pop().result()
+            writing.append(writer.submit(write_strip, top, acc, wsum, valid))
 
         blender = StripBlender(ds.width, ds.height, spec.num_classes, sink)
 
@@ -209,7 +219,8 @@ def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
                 out.append((col, raw, valid))
             return out
 
-        with ThreadPoolExecutor(max_workers=1) as reader:
+        with ThreadPoolExecutor(max_workers=1) as reader, \
+                ThreadPoolExecutor(max_workers=1) as writer:
             pending = reader.submit(read_row, rows[0])
             for i, row in enumerate(rows):
                 tr = time.perf_counter()
@@ -234,6 +245,8 @@ def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
                 blender.finish_until(next_row, final=i + 1 == len(rows))
                 timer.add("blend_write", time.perf_counter() - tw)
                 progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
+            for f in writing:
+                f.result()
     _class_stats(report, spec, counts, _pixel_area_m2(ds))
     report["timings_s"] = timer.seconds
     return report

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 class FinetuneParams:
     rasters: list[Path]
     labels: Path
-    class_field: str
+    class_field: str | None
     out: Path
     encoder: Path | None = None
     config: str = "base"
@@ -176,7 +176,8 @@ def finetune(params: FinetuneParams, progress: Progress | None = None) -> dict[s
         head={"type": "upernet" if params.task == "segmentation" else "linear",
               "channels": head_channels},
         name=params.name or Path(params.out).name,
-        description=f"fine-tuned on {params.labels.name} field {params.class_field}",
+        description=f"fine-tuned on {params.labels.name}"
+        + (f" field {params.class_field}" if params.class_field else ""),
     )
 
     # Split whole groups of polygons (grouped within a chip's reach) for validation.

@@ -34,7 +34,8 @@ def training_curve(history: list[dict], path: Path) -> None:
 
 def confusion_matrix(cm: np.ndarray, names: list[str], path: Path) -> None:
     n = len(names)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1 + 0.6 * n), dpi=100)
+    side = max(3.5, 1.2 + 0.6 * n)
+    fig, ax = plt.subplots(figsize=(side, side), dpi=100)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm, dtype=float), where=rows > 0)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)

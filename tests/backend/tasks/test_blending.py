@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gfm_backend.data.raster import tile_starts
-from gfm_backend.tasks.blending import FLUSH_ALIGN, StripBlender, blend_weights
+from gfm_backend.tasks.blending import FLUSH_ALIGN, StripBlender, blend_weights, resolve_strip
 
 
 def test_tile_starts_cover_and_end_at_edge():
@@ -31,7 +31,8 @@ def test_strips_are_block_aligned_and_blend_exactly():
     out = np.full((height, width), 99, dtype=np.uint8)
     conf = np.zeros((height, width), dtype=np.float32)
 
-    def sink(top, classes, confidence):
+    def sink(top, acc, wsum, valid):
+        classes, confidence = resolve_strip(acc, wsum, valid)
         written.append((top, classes.shape[0]))
         out[top : top + classes.shape[0]] = classes
         conf[top : top + classes.shape[0]] = confidence

@@ -1,0 +1,61 @@
+"""Raster reading helpers: normalisation, windows past the edge, pixel sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+from gfm_backend.data.raster import Normalizer, pixel_size_m, read_window, source_scale
+from gfm_backend.package import ModelSpec
+
+
+def spec(**kw) -> ModelSpec:
+    return ModelSpec(task="segmentation", classes=[], encoder={}, **kw)
+
+
+def test_normalizer_matches_the_formula():
+    s = spec(scale_offset=[10.0, 0.0, 0.0], scale=[1000.0, 255.0, 255.0])
+    raw = np.random.default_rng(0).integers(0, 2000, (3, 6, 6)).astype(np.uint16)
+    col = lambda v: np.asarray(v, dtype=np.float64).reshape(3, 1, 1)  # noqa: E731
+    ref = np.clip((raw - col(s.scale_offset)) / col(s.scale), 0, 1)
+    ref = (ref - col(s.mean)) / col(s.std)
+    np.testing.assert_allclose(Normalizer.from_spec(s)(raw), ref, atol=1e-5)
+
+
+def test_window_past_edge_is_padded_and_invalid(tmp_path):
+    path = tmp_path / "r.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=10, height=10, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(0, 10, 1, 1), nodata=0) as dst:
+        data = np.full((3, 10, 10), 50, np.uint8)
+        data[:, 0, 0] = 0
+        dst.write(data)
+    with rasterio.open(path) as ds:
+        raw, valid = read_window(ds, [1, 2, 3], Window(-2, -2, 8, 8))
+        assert raw.shape == (3, 8, 8) and valid.shape == (8, 8)
+        assert not valid[:2].any() and not valid[:, :2].any()
+        assert not valid[2, 2]  # the nodata pixel
+        assert valid[3:, 3:].all() and (raw[:, 3:, 3:] == 50).all()
+        raw, valid = read_window(ds, [1, 2, 3], Window(0, 0, 10, 10), out_size=5)
+        assert raw.shape == (3, 5, 5) and valid.shape == (10, 10)
+
+
+def test_pixel_size_projected_geographic_and_scale(tmp_path):
+    def make(name, crs, res):
+        p = tmp_path / name
+        with rasterio.open(p, "w", driver="GTiff", width=4, height=4, count=3, dtype="uint8",
+                           crs=crs, transform=from_origin(10, 50, res, res)) as dst:
+            dst.write(np.zeros((3, 4, 4), np.uint8))
+        return rasterio.open(p)
+
+    with make("utm.tif", "EPSG:32633", 0.5) as ds:
+        assert pixel_size_m(ds) == pytest.approx(0.5)
+        assert source_scale(ds, spec(gsd_m=0.6)) == (1.0, None)
+        ratio, warning = source_scale(ds, spec(gsd_m=2.0))
+        assert ratio == pytest.approx(4.0) and "resampled" in warning
+    with make("wgs.tif", "EPSG:4326", 1e-5) as ds:
+        assert 0.5 < pixel_size_m(ds) < 1.2
+    with make("ft.tif", "EPSG:2272", 1.0) as ds:  # US survey feet
+        assert pixel_size_m(ds) == pytest.approx(0.3048, rel=1e-3)
