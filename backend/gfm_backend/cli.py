@@ -90,6 +90,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--chips", type=int, default=256, help="training chips to cut")
     p.add_argument("--tile-size", type=int)
+    p.add_argument("--head-channels", type=int, help="UPerNet width (default 256 for base)")
     p.add_argument("--patience", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-onnx", action="store_true")
@@ -103,6 +104,7 @@ def _run_finetune(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         encoder=a.encoder, config=a.config, task=a.task, unlabeled=a.unlabeled,
         device=a.device, bands=a.bands, epochs=a.epochs, encoder_epochs=a.encoder_epochs,
         batch_size=a.batch_size, chips=a.chips, tile_size=a.tile_size, patience=a.patience,
+        head_channels=a.head_channels,
         seed=a.seed, onnx=not a.no_onnx), progress)
     return {k: report[k] for k in ("classes", "split", "time_s")} | {
         "validation": {k: report["validation"][k] for k in ("overall_accuracy", "mean_iou")}}

@@ -41,6 +41,12 @@ class GfmNetwork(nn.Module):
         return torch.softmax(self.logits(x).float(), dim=1)
 
 
+def default_head_channels(embed_dim: int) -> int:
+    """UPerNet width. The paper's mmseg setting uses 512, whose stride-4 fusion conv alone
+    costs about as much as Swin-B; 256 keeps CPU classification practical (4x cheaper head)."""
+    return 256 if embed_dim >= 96 else 64
+
+
 def build_head(spec: ModelSpec, in_channels: list[int]) -> nn.Module:
     if spec.task == "segmentation":
         return UPerNetHead(in_channels, spec.num_classes, channels=int(spec.head.get("channels", 128)))

@@ -20,7 +20,7 @@ import rasterio
 
 from ..data.synthetic import SCENE_CLASSES, make_scene, write_scene
 from ..models import CONFIGS, build_encoder
-from ..models.network import build_network, save_network
+from ..models.network import build_network, default_head_channels, save_network
 from ..package import ModelSpec, default_classes, write_spec
 from ..progress import Progress, silent
 from ..runtime import make_predictor
@@ -56,7 +56,7 @@ def make_bench_model(model_dir: Path, config: str) -> Path:
     spec = ModelSpec(task="segmentation", classes=default_classes(list(SCENE_CLASSES)),
                      encoder=enc.config.to_json(), gsd_m=0.5, tile_size=enc.config.img_size,
                      tile_overlap=enc.config.img_size // 4,
-                     head={"type": "upernet", "channels": 512 if config == "base" else 64},
+                     head={"type": "upernet", "channels": default_head_channels(enc.config.embed_dim)},
                      name=f"bench-{config}")
     net = build_network(spec, enc).eval()
     save_network(net, spec, model_dir)

@@ -60,7 +60,9 @@ class StripBlender:
         self._grow(row + h)
         r = row - self.top
         wt = weight[:h, :w]
-        self.acc[:, r : r + h, col : col + w] += probs[:, :h, :w] * wt
+        part = probs[:, :h, :w]
+        np.multiply(part, wt, out=part)  # the tile's probabilities are ours to overwrite
+        self.acc[:, r : r + h, col : col + w] += part
         self.wsum[r : r + h, col : col + w] += wt
         self.valid[r : r + h, col : col + w] |= valid[:h, :w]
 

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 CLASSES_TIF, CONFIDENCE_TIF = "classes.tif", "confidence.tif"
 POLYGONS_GPKG, REPORT_JSON = "polygons.gpkg", "report.json"
 CONFIDENCE_NODATA = -1.0
+GDAL_CACHE_MB = 256
 
 
 @dataclass
@@ -109,7 +110,9 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
     progress = progress or silent()
     t0 = time.perf_counter()
     spec = read_spec(params.model)
-    with open_raster(params.raster) as ds:
+    # GDAL's block cache defaults to 5 % of RAM; our access is a single streaming pass,
+    # so a small cache keeps memory flat whatever the raster's size.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(params.raster) as ds:
         check_bands(ds, spec, params.raster)
         predictor = make_predictor(params.model, spec, params.runtime, params.device)
         log.info("classifying %s with %s", params.raster, predictor.description)

@@ -37,7 +37,7 @@ from ..data.labels import class_names, read_labels, reproject_geoms, value_name
 from ..data.raster import Normalizer, open_raster, pixel_size_m, source_scale
 from ..errors import GfmError, InputError
 from ..models import CONFIGS, build_encoder, load_encoder
-from ..models.network import GfmNetwork, build_network, save_network
+from ..models.network import GfmNetwork, build_network, default_head_channels, save_network
 from ..package import ModelSpec, default_classes, write_spec
 from ..progress import Progress, silent
 from ..runtime import resolve_device
@@ -168,7 +168,7 @@ def finetune(params: FinetuneParams, progress: Progress | None = None) -> dict[s
         gsd = pixel_size_m(ds)
     encoder = _make_encoder(params, params.tile_size)
     tile = params.tile_size or encoder.config.img_size
-    head_channels = params.head_channels or (512 if encoder.config.embed_dim >= 96 else 64)
+    head_channels = params.head_channels or default_head_channels(encoder.config.embed_dim)
     spec = ModelSpec(
         task=params.task, classes=default_classes(names, background=background),
         encoder=encoder.config.to_json(), bands=bands, scale_offset=offset, scale=scale,
