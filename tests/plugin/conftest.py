@@ -27,3 +27,35 @@ def iface(qgis_app):
     from qgis.testing.mocked import get_iface
 
     return get_iface()
+
+
+VENV_PY = REPO / ".venv" / "bin" / "python"
+
+BACKEND_SCRIPT = """
+import sys
+from pathlib import Path
+from gfm_backend.data.synthetic import make_scene, write_scene, draw_training_polygons, write_polygons
+from gfm_backend.tasks.finetune import FinetuneParams, finetune
+from gfm_backend.tasks.classify import ClassifyParams, classify
+root = Path(sys.argv[1])
+scene = make_scene(size=256, seed=11)
+raster = write_scene(scene, root / "scene.tif")
+geoms, names = draw_training_polygons(scene, per_class=3, box_px=24, seed=5)
+labels = write_polygons(root / "labels.gpkg", geoms, names, scene.crs)
+finetune(FinetuneParams([raster], labels, "class", root / "model", config="tiny", device="cpu",
+                        epochs=1, chips=8, batch_size=4, onnx=False))
+classify(ClassifyParams(raster, root / "model", root / "classified", device="cpu"))
+"""
+
+
+@pytest.fixture(scope="session")
+def backend_outputs(tmp_path_factory) -> Path:
+    """A scene, a model and classify outputs made by the real backend in its own venv."""
+    import subprocess
+
+    if not VENV_PY.exists():
+        pytest.skip("backend virtual environment missing (run make setup)")
+    root = tmp_path_factory.mktemp("backend")
+    subprocess.run([str(VENV_PY), "-c", BACKEND_SCRIPT, str(root)], check=True, timeout=600,
+                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return root

@@ -1,0 +1,154 @@
+"""Layer helpers: results in as styled layers, training-label layers out, rasters to files.
+
+Runs in QGIS's Python only (qgis + stdlib). The backend works on files, so layers that
+are not files (WMS, XYZ, memory) are first written to a GeoTIFF.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransformContext,
+    QgsEditorWidgetSetup,
+    QgsFeature,
+    QgsField,
+    QgsFields,
+    QgsLayerTreeGroup,
+    QgsProject,
+    QgsRasterFileWriter,
+    QgsRasterLayer,
+    QgsRasterPipe,
+    QgsRectangle,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+LABEL_FIELD = "class"
+FILE_PROVIDERS = {"gdal"}
+
+
+def raster_file_path(layer: QgsRasterLayer) -> str | None:
+    """The file behind a raster layer, or None when it is not a local GDAL file."""
+    if layer.providerType() not in FILE_PROVIDERS:
+        return None
+    source = layer.source().split("|")[0]
+    return source if os.path.isfile(source) else None
+
+
+def vector_file_path(layer: QgsVectorLayer) -> str | None:
+    """The file (and layer name for multi-layer files) behind an OGR vector layer."""
+    if layer.providerType() != "ogr":
+        return None
+    source = layer.source().split("|")[0]
+    return source if os.path.isfile(source) else None
+
+
+def export_raster_extent(layer: QgsRasterLayer, extent: QgsRectangle, pixel_size: float,
+                         out_path: str, crs: QgsCoordinateReferenceSystem | None = None) -> str:
+    """Render `layer` (any provider: WMS, XYZ, memory...) over `extent` to a GeoTIFF.
+
+    `extent` and `pixel_size` are in `crs` (default: the layer's CRS).
+    """
+    crs = crs or layer.crs()
+    width = max(1, int(round(extent.width() / pixel_size)))
+    height = max(1, int(round(extent.height() / pixel_size)))
+    pipe = QgsRasterPipe()
+    provider = layer.dataProvider().clone()
+    if not pipe.set(provider):
+        raise RuntimeError(f"cannot read layer {layer.name()!r}")
+    if layer.renderer() is not None and layer.providerType() != "gdal":
+        # web layers deliver rendered RGB(A): write what the analyst sees
+        pipe.set(layer.renderer().clone())
+    writer = QgsRasterFileWriter(out_path)
+    writer.setOutputFormat("GTiff")
+    writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES"])
+    tmp_error = writer.writeRaster(pipe, width, height, extent, crs,
+                                   QgsCoordinateTransformContext())
+    if tmp_error != QgsRasterFileWriter.NoError:
+        raise RuntimeError(f"could not write {out_path} (error {tmp_error})")
+    return out_path
+
+
+def create_labels_layer(path: str, crs: QgsCoordinateReferenceSystem, classes: list[str],
+                        name: str = "GFM training labels") -> QgsVectorLayer:
+    """A GeoPackage polygon layer with a `class` field whose widget is a value map of
+    `classes`, added to the project in editing mode so the analyst can just draw."""
+    fields = QgsFields()
+    fields.append(QgsField(LABEL_FIELD, QVariant.String))
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = "labels"
+    writer = QgsVectorFileWriter.create(path, fields, QgsWkbTypes.MultiPolygon, crs,
+                                        QgsCoordinateTransformContext(), options)
+    if writer.hasError() != QgsVectorFileWriter.NoError:
+        raise RuntimeError(f"cannot create {path}: {writer.errorMessage()}")
+    del writer  # closes the file
+    layer = QgsVectorLayer(f"{path}|layername=labels", name, "ogr")
+    if not layer.isValid():
+        raise RuntimeError(f"cannot open {path}")
+    set_label_classes(layer, classes)
+    QgsProject.instance().addMapLayer(layer)
+    layer.startEditing()
+    return layer
+
+
+def set_label_classes(layer: QgsVectorLayer, classes: list[str]) -> None:
+    """Make the class field a drop-down of `classes` (QGIS value map widget)."""
+    idx = layer.fields().indexFromName(LABEL_FIELD)
+    if idx < 0:
+        raise ValueError(f"layer {layer.name()!r} has no field {LABEL_FIELD!r}")
+    value_map = {"map": [{c: c} for c in classes]}
+    layer.setEditorWidgetSetup(idx, QgsEditorWidgetSetup("ValueMap", value_map))
+
+
+def label_classes(layer: QgsVectorLayer) -> list[str]:
+    """The class list of a labels layer's value map (empty when it has none)."""
+    idx = layer.fields().indexFromName(LABEL_FIELD)
+    if idx < 0:
+        return []
+    setup = layer.editorWidgetSetup(idx)
+    if setup.type() != "ValueMap":
+        return []
+    return [list(entry.values())[0] for entry in setup.config().get("map", [])]
+
+
+def add_classify_results(out_dir: str, group_name: str,
+                         project: QgsProject | None = None) -> QgsLayerTreeGroup:
+    """Load classes, confidence and polygons from a classify output folder, styled,
+    under one layer-tree group named after the input layer."""
+    project = project or QgsProject.instance()
+    root = project.layerTreeRoot()
+    group = root.insertGroup(0, group_name)
+    out = Path(out_dir)
+    specs = [
+        ("polygons.gpkg", "polygons", "vector"),
+        ("classes.tif", "classes", "raster"),
+        ("confidence.tif", "confidence", "raster"),
+    ]
+    for filename, title, kind in specs:
+        path = out / filename
+        if not path.exists():
+            continue
+        if kind == "raster":
+            layer = QgsRasterLayer(str(path), f"{group_name} {title}")
+        else:
+            layer = QgsVectorLayer(f"{path}|layername=polygons", f"{group_name} {title}", "ogr")
+        if not layer.isValid():
+            continue
+        qml = path.with_suffix(".qml")
+        if qml.exists():
+            layer.loadNamedStyle(str(qml))
+        project.addMapLayer(layer, False)
+        node = group.addLayer(layer)
+        if title == "confidence":
+            node.setItemVisibilityChecked(False)
+    return group
+
+
+def polygon_count(layer: QgsVectorLayer) -> int:
+    return sum(1 for f in layer.getFeatures() if isinstance(f, QgsFeature) and f.hasGeometry())
