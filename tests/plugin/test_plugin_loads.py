@@ -9,14 +9,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_class_factory_loads_and_unloads(iface):
+    from qgis.core import QgsApplication
+
     import gfm_plugin
 
     plugin = gfm_plugin.classFactory(iface)
     plugin.initGui()
     assert len(plugin.actions) == 1
     iface.addPluginToRasterMenu.assert_called()
+    iface.addDockWidget.assert_called()
+    registry = QgsApplication.processingRegistry()
+    provider = registry.providerById("gfm")
+    assert provider is not None
+    names = {a.id() for a in provider.algorithms()}
+    assert names == {"gfm:classify", "gfm:finetune", "gfm:geopile", "gfm:pretrain", "gfm:export"}
     plugin.unload()
-    assert plugin.actions == []
+    assert plugin.actions == [] and plugin.dock is None
+    assert registry.providerById("gfm") is None
     iface.removePluginRasterMenu.assert_called()
 
 

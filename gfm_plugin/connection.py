@@ -1,0 +1,34 @@
+"""One place that turns the settings into a working backend client."""
+
+from __future__ import annotations
+
+from .backend_process import find_running, start_local
+from .client import BackendClient, BackendError, Connection
+from .settings import BackendSettings
+
+
+def get_client(settings: BackendSettings | None = None, start: bool = True) -> BackendClient:
+    """The configured backend: a remote URL + token, or the local one (started if needed)."""
+    settings = settings or BackendSettings.load()
+    if settings.mode == "remote":
+        if not settings.url:
+            raise BackendError("no backend URL is set: fill it in the GFM settings")
+        return BackendClient(Connection(settings.url, settings.token))
+    if start:
+        return start_local(settings.python, settings.state_dir)
+    client = find_running(settings.state_dir)
+    if client is None:
+        raise BackendError("the local GFM backend is not running")
+    return client
+
+
+def describe(client: BackendClient) -> str:
+    """A status line: where we are connected and which device the backend computes on."""
+    health = client.health()
+    devices = health.get("devices") or []
+    gpu = next((d for d in devices if str(d.get("type", "")).lower() == "cuda"), None)
+    if gpu:
+        device = f"CUDA: {gpu.get('name', 'GPU')}"
+    else:
+        device = "CPU"
+    return f"connected to {client.connection.url} (backend {health.get('version', '?')}, {device})"

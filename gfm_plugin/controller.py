@@ -1,0 +1,235 @@
+"""What the dock's buttons do. Owns the backend connection and the running QgsTasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+from . import layers
+from .client import BackendClient, BackendError
+from .connection import describe, get_client
+from .settings import BackendSettings
+from .tasks import BackendJobTask
+
+TITLE = "GFM"
+
+
+class GfmController:
+    def __init__(self, iface, dock) -> None:
+        self.iface = iface
+        self.dock = dock
+        self.client: BackendClient | None = None
+        self.tasks: dict[str, BackendJobTask] = {}
+        self.settings = BackendSettings.load()
+        d = dock
+        d.connect_button.clicked.connect(lambda: self.connect(start=True))
+        d.refresh_models_button.clicked.connect(self.refresh_models)
+        d.model_combo.currentIndexChanged.connect(lambda _i: d.show_classes())
+        d.classify_button.clicked.connect(self.classify_current)
+        d.new_labels_button.clicked.connect(self.new_labels_layer)
+        d.add_class_button.clicked.connect(self.add_class)
+        d.finetune_button.clicked.connect(self.finetune_current)
+        d.cancel_button.clicked.connect(self.cancel_selected)
+        if iface is not None and iface.activeLayer() is not None:
+            if isinstance(iface.activeLayer(), QgsRasterLayer):
+                d.raster_combo.setLayer(iface.activeLayer())
+
+    # -- messages ----------------------------------------------------------------
+    def info(self, text: str) -> None:
+        self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Info, duration=8)
+
+    def error(self, text: str) -> None:
+        self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Critical, duration=0)
+
+    # -- backend -----------------------------------------------------------------
+    def connect(self, start: bool = True) -> bool:
+        try:
+            self.client = get_client(self.settings, start=start)
+            self.dock.set_status(describe(self.client), ok=True)
+        except BackendError as exc:
+            self.client = None
+            self.dock.set_status(f"backend not available: {exc}", ok=False)
+            return False
+        self.refresh_models()
+        return True
+
+    def _client(self) -> BackendClient | None:
+        if self.client is None and not self.connect(start=True):
+            self.error(self.dock.status.text())
+            return None
+        return self.client
+
+    def refresh_models(self) -> None:
+        if self.client is None:
+            return
+        try:
+            self.dock.set_models(self.client.models())
+        except BackendError as exc:
+            self.error(str(exc))
+
+    # -- jobs --------------------------------------------------------------------
+    def run_job(self, title: str, job_type: str, params: dict, on_success) -> BackendJobTask | None:
+        client = self._client()
+        if client is None:
+            return None
+
+        def done(task: BackendJobTask, ok: bool) -> None:
+            key = task.job_id or title
+            self.dock.update_job(key, task.info.get("state", "failed"),
+                                 float(task.info.get("progress") or 0.0), task.error or "")
+            if ok:
+                on_success(task.info)
+            elif task.isCanceled():
+                self.info(f"{title}: cancelled")
+            else:
+                self.error(f"{title}: {task.error}")
+
+        task = BackendJobTask(title, client, job_type, params, on_done=done)
+        task.progressChanged.connect(lambda _p: self._follow(task, title))
+        QgsApplication.taskManager().addTask(task)
+        self.tasks[title] = task
+        return task
+
+    def _follow(self, task: BackendJobTask, title: str) -> None:
+        if task.job_id is None:
+            return
+        if task.job_id not in self.dock._job_items:
+            self.dock.job_row(task.job_id, title)
+        self.dock.update_job(task.job_id, task.info.get("state", "running"),
+                             float(task.info.get("progress") or 0.0), task.info.get("message", ""))
+
+    def cancel_selected(self) -> None:
+        job_id = self.dock.selected_job()
+        if job_id is None:
+            return
+        for task in self.tasks.values():
+            if task.job_id == job_id:
+                task.cancel()
+                return
+        if self.client is not None:
+            try:
+                self.client.cancel(job_id)
+            except BackendError as exc:
+                self.error(str(exc))
+
+    # -- actions -----------------------------------------------------------------
+    def classify_current(self) -> BackendJobTask | None:
+        layer = self.dock.raster_combo.currentLayer()
+        model = self.dock.current_model()
+        if layer is None:
+            self.error("pick a raster layer to classify")
+            return None
+        if not model:
+            self.error("no model: fine-tune one first, or connect to a backend that has models")
+            return None
+        path = layers.raster_file_path(layer)
+        if path is None:
+            path = self._export_visible(layer)
+            if path is None:
+                return None
+        out = tempfile.mkdtemp(prefix=f"gfm-{_safe(layer.name())}-")
+        name = layer.name()
+        params = {"raster": path, "model": model["path"], "out": out}
+
+        def loaded(info: dict) -> None:
+            layers.add_classify_results(out, name)
+            self.info(f"classified {name}: results added to the group {name!r}")
+
+        return self.run_job(f"Classify {name}", "classify", params, loaded)
+
+    def _export_visible(self, layer: QgsRasterLayer) -> str | None:
+        """Layers that are not files go to the backend as a GeoTIFF of the current view."""
+        canvas = self.iface.mapCanvas()
+        extent = canvas.extent()
+        if canvas.mapSettings().destinationCrs() != layer.crs():
+            self.error(f"{layer.name()} is not a file: set the project CRS to the layer's CRS "
+                       "or save the layer as GeoTIFF first")
+            return None
+        pixel = canvas.mapUnitsPerPixel()
+        out = os.path.join(tempfile.mkdtemp(prefix="gfm-export-"), f"{_safe(layer.name())}.tif")
+        try:
+            return layers.export_raster_extent(layer, extent, pixel, out)
+        except RuntimeError as exc:
+            self.error(str(exc))
+            return None
+
+    def new_labels_layer(self) -> QgsVectorLayer | None:
+        raster = self.dock.raster_combo.currentLayer()
+        crs = raster.crs() if raster is not None else QgsProject.instance().crs()
+        folder = QgsProject.instance().homePath() or tempfile.mkdtemp(prefix="gfm-labels-")
+        path = _unique(Path(folder) / "gfm_labels.gpkg")
+        classes = [c.strip() for c in self.dock.class_name_edit.text().split(",") if c.strip()]
+        layer = layers.create_labels_layer(str(path), crs, classes)
+        self.dock.labels_combo.setLayer(layer)
+        self.dock.field_combo.setField(layers.LABEL_FIELD)
+        if self.iface is not None:
+            self.iface.setActiveLayer(layer)
+        self.info(f"draw polygons in {layer.name()} ({path.name}) and pick each one's class")
+        return layer
+
+    def add_class(self) -> None:
+        layer = self.dock.labels_combo.currentLayer()
+        name = self.dock.class_name_edit.text().strip()
+        if layer is None or not name:
+            self.error("pick the training-labels layer and type a class name")
+            return
+        classes = layers.label_classes(layer)
+        if name not in classes:
+            layers.set_label_classes(layer, classes + [name])
+        self.dock.class_name_edit.clear()
+
+    def finetune_current(self) -> BackendJobTask | None:
+        raster = self.dock.raster_combo.currentLayer()
+        labels = self.dock.labels_combo.currentLayer()
+        if raster is None or labels is None:
+            self.error("pick the raster and the training-labels layer")
+            return None
+        if labels.featureCount() == 0 and not labels.isModified():
+            self.error(f"no labels drawn in {labels.name()}: draw some polygons first")
+            return None
+        if labels.isEditable() and labels.isModified() and not labels.commitChanges():
+            self.error(f"could not save the edits of {labels.name()}")
+            return None
+        if labels.featureCount() == 0:
+            self.error(f"no labels drawn in {labels.name()}: draw some polygons first")
+            return None
+        raster_path = layers.raster_file_path(raster)
+        labels_path = layers.vector_file_path(labels)
+        if raster_path is None or labels_path is None:
+            self.error("fine-tuning needs the raster and the labels saved as files")
+            return None
+        name = self.dock.model_name_edit.text().strip() or f"{_safe(raster.name())}-model"
+        out = str(Path(self.settings.models_dir or tempfile.mkdtemp(prefix="gfm-models-")) / name)
+        params = {"rasters": [raster_path], "labels": labels_path, "out": out}
+        field = self.dock.field_combo.currentField()
+        if field:
+            params["class_field"] = field
+
+        def registered(info: dict) -> None:
+            self.refresh_models()
+            report_path = Path(out) / "report.json"
+            iou = ""
+            if report_path.exists():
+                report = json.loads(report_path.read_text(encoding="utf-8"))
+                per_class = report.get("validation", {}).get("per_class", {})
+                iou = ", ".join(f"{k} {v['iou']:.2f}" for k, v in per_class.items()
+                                if v.get("iou") is not None)
+            self.info(f"model {name} trained; IoU per class: {iou or 'n/a'}")
+
+        return self.run_job(f"Fine-tune {name}", "finetune", params, registered)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40] or "layer"
+
+
+def _unique(path: Path) -> Path:
+    candidate, i = path, 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}_{i}{path.suffix}")
+        i += 1
+    return candidate

@@ -1,0 +1,163 @@
+"""The GFM dock: pick a raster and a model, classify, draw labels, fine-tune, pretrain.
+
+Widgets only; every action goes through `GfmController`, which owns the backend client
+and runs jobs as QgsTasks so the window never freezes.
+"""
+
+from __future__ import annotations
+
+from qgis.core import QgsMapLayerProxyModel
+from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+def color_icon(hex_color: str) -> QIcon:
+    pix = QPixmap(14, 14)
+    pix.fill(QColor(hex_color))
+    return QIcon(pix)
+
+
+class GfmDock(QDockWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__("GFM", parent)
+        self.setObjectName("GfmDock")
+        body = QWidget()
+        layout = QVBoxLayout(body)
+
+        # backend status
+        status_row = QHBoxLayout()
+        self.status = QLabel("backend: not connected")
+        self.status.setWordWrap(True)
+        self.connect_button = QPushButton("Connect")
+        self.settings_button = QPushButton("Settings…")
+        status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.connect_button)
+        status_row.addWidget(self.settings_button)
+        layout.addLayout(status_row)
+
+        # classify
+        classify_box = QGroupBox("Classify layer")
+        cl = QVBoxLayout(classify_box)
+        self.raster_combo = QgsMapLayerComboBox()
+        self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        cl.addWidget(QLabel("Raster layer"))
+        cl.addWidget(self.raster_combo)
+        model_row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.refresh_models_button = QPushButton("↻")
+        self.refresh_models_button.setToolTip("Reload the model list from the backend")
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.refresh_models_button)
+        cl.addWidget(QLabel("Model"))
+        cl.addLayout(model_row)
+        self.class_list = QListWidget()
+        self.class_list.setMaximumHeight(90)
+        cl.addWidget(self.class_list)
+        self.classify_button = QPushButton("Classify layer")
+        cl.addWidget(self.classify_button)
+        layout.addWidget(classify_box)
+
+        # training labels and fine-tune
+        train_box = QGroupBox("Fine-tune")
+        tl = QVBoxLayout(train_box)
+        self.new_labels_button = QPushButton("New training-labels layer")
+        tl.addWidget(self.new_labels_button)
+        class_row = QHBoxLayout()
+        self.class_name_edit = QLineEdit()
+        self.class_name_edit.setPlaceholderText("class name, e.g. water")
+        self.add_class_button = QPushButton("Add class")
+        class_row.addWidget(self.class_name_edit, 1)
+        class_row.addWidget(self.add_class_button)
+        tl.addLayout(class_row)
+        self.labels_combo = QgsMapLayerComboBox()
+        self.labels_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.field_combo = QgsFieldComboBox()
+        self.labels_combo.layerChanged.connect(self.field_combo.setLayer)
+        tl.addWidget(QLabel("Training polygons and class field"))
+        tl.addWidget(self.labels_combo)
+        tl.addWidget(self.field_combo)
+        self.model_name_edit = QLineEdit()
+        self.model_name_edit.setPlaceholderText("new model name")
+        tl.addWidget(self.model_name_edit)
+        self.finetune_button = QPushButton("Fine-tune")
+        tl.addWidget(self.finetune_button)
+        layout.addWidget(train_box)
+
+        # pretrain and jobs
+        self.pretrain_button = QPushButton("Pretrain…")
+        layout.addWidget(self.pretrain_button)
+        layout.addWidget(QLabel("Jobs"))
+        self.jobs = QTreeWidget()
+        self.jobs.setHeaderLabels(["job", "state", "progress"])
+        self.jobs.setRootIsDecorated(False)
+        layout.addWidget(self.jobs, 1)
+        self.cancel_button = QPushButton("Cancel selected job")
+        layout.addWidget(self.cancel_button)
+        self.setWidget(body)
+        self._job_items: dict[str, tuple[QTreeWidgetItem, QProgressBar]] = {}
+        self.field_combo.setLayer(self.labels_combo.currentLayer())
+
+    # -- views the controller updates ---------------------------------------------
+    def set_status(self, text: str, ok: bool) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("" if ok else "color: #b00020;")
+
+    def set_models(self, models: list[dict]) -> None:
+        current = self.model_combo.currentData()
+        self.model_combo.clear()
+        for m in models:
+            spec = m.get("model") or m.get("model_json") or {}
+            label = spec.get("name") or m.get("name") or m.get("path")
+            self.model_combo.addItem(str(label), m)
+        idx = max(0, self.model_combo.findData(current)) if current else 0
+        self.model_combo.setCurrentIndex(idx)
+        self.show_classes()
+
+    def current_model(self) -> dict | None:
+        return self.model_combo.currentData()
+
+    def show_classes(self) -> None:
+        self.class_list.clear()
+        model = self.current_model() or {}
+        spec = model.get("model") or model.get("model_json") or {}
+        for c in spec.get("classes", []):
+            item = QListWidgetItem(color_icon(c.get("color", "#999999")), c.get("name", ""))
+            self.class_list.addItem(item)
+
+    def job_row(self, job_id: str, title: str) -> None:
+        item = QTreeWidgetItem([title, "queued", ""])
+        item.setData(0, Qt.UserRole, job_id)
+        bar = QProgressBar()
+        bar.setRange(0, 100)
+        self.jobs.insertTopLevelItem(0, item)
+        self.jobs.setItemWidget(item, 2, bar)
+        self._job_items[job_id] = (item, bar)
+
+    def update_job(self, job_id: str, state: str, progress: float, message: str = "") -> None:
+        if job_id not in self._job_items:
+            return
+        item, bar = self._job_items[job_id]
+        item.setText(1, state)
+        item.setToolTip(0, message)
+        bar.setValue(int(round(100 * progress)))
+
+    def selected_job(self) -> str | None:
+        item = self.jobs.currentItem()
+        return None if item is None else item.data(0, Qt.UserRole)

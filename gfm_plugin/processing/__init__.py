@@ -1,0 +1,1 @@
+"""Processing provider "GFM": batch processing and the graphical modeler reach the backend."""

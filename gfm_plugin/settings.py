@@ -1,0 +1,55 @@
+"""Plugin settings (QgsSettings): how to reach the backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import QgsSettings
+
+PREFIX = "gfm/"
+MODES = ("local", "remote")
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "gfm")
+
+
+def default_python() -> str:
+    """A Python with the backend installed: `gfm` on PATH tells us where it lives."""
+    gfm = shutil.which("gfm")
+    if gfm:
+        candidate = Path(gfm).resolve().parent / "python"
+        if candidate.exists():
+            return str(candidate)
+    return ""
+
+
+@dataclass
+class BackendSettings:
+    mode: str = "local"  # "local": start/find a backend with `python`; "remote": url + token
+    python: str = ""
+    state_dir: str = ""
+    url: str = ""
+    token: str = ""
+    models_dir: str = ""
+
+    @classmethod
+    def load(cls) -> BackendSettings:
+        s = QgsSettings()
+        return cls(
+            mode=s.value(PREFIX + "mode", "local"),
+            python=s.value(PREFIX + "python", "") or default_python(),
+            state_dir=s.value(PREFIX + "state_dir", "") or default_state_dir(),
+            url=s.value(PREFIX + "url", ""),
+            token=s.value(PREFIX + "token", ""),
+            models_dir=s.value(PREFIX + "models_dir", ""),
+        )
+
+    def save(self) -> None:
+        s = QgsSettings()
+        for key in ("mode", "python", "state_dir", "url", "token", "models_dir"):
+            s.setValue(PREFIX + key, getattr(self, key))

@@ -1,0 +1,49 @@
+"""QgsTask wrapper: submit a backend job and follow it, so the QGIS window never freezes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qgis.core import QgsTask
+
+from .client import BackendClient, BackendError
+
+
+class BackendJobTask(QgsTask):
+    """Runs one backend job; cancelling the task cancels the job on the backend."""
+
+    def __init__(self, description: str, client: BackendClient, job_type: str, params: dict,
+                 on_done: Callable[[BackendJobTask, bool], None] | None = None,
+                 poll_s: float = 0.5) -> None:
+        super().__init__(description, QgsTask.CanCancel)
+        self.client = client
+        self.job_type = job_type
+        self.params = params
+        self.on_done = on_done
+        self.poll_s = poll_s
+        self.job_id: str | None = None
+        self.info: dict = {}
+        self.error: str | None = None
+
+    def run(self) -> bool:  # worker thread: no GUI calls here
+        try:
+            self.job_id = self.client.submit(self.job_type, self.params)
+            self.info = self.client.wait(
+                self.job_id, poll_s=self.poll_s, on_progress=self._progress,
+                should_cancel=self.isCanceled,
+            )
+        except BackendError as exc:
+            self.error = str(exc)
+            return False
+        if self.info.get("state") != "succeeded":
+            self.error = self.info.get("message") or f"job {self.info.get('state')}"
+            return False
+        return True
+
+    def _progress(self, info: dict) -> None:
+        self.info = info
+        self.setProgress(100.0 * float(info.get("progress") or 0.0))
+
+    def finished(self, result: bool) -> None:  # main thread
+        if self.on_done is not None:
+            self.on_done(self, result)
