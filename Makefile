@@ -42,5 +42,8 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/gfm bench classify --out bench-out
 
+plugin:
+	$(PY) scripts/build_plugin.py
+
 clean:
 	rm -rf demo-out bench-out dist build
