@@ -34,6 +34,7 @@ class GfmController:
         d.add_class_button.clicked.connect(self.add_class)
         d.finetune_button.clicked.connect(self.finetune_current)
         d.cancel_button.clicked.connect(self.cancel_selected)
+        d.settings_button.clicked.connect(self.edit_settings)
         if iface is not None and iface.activeLayer() is not None:
             if isinstance(iface.activeLayer(), QgsRasterLayer):
                 d.raster_combo.setLayer(iface.activeLayer())
@@ -56,6 +57,16 @@ class GfmController:
             return False
         self.refresh_models()
         return True
+
+    def edit_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self.dock)
+        if dialog.exec_():
+            self.settings = dialog.result_settings()
+            self.settings.save()
+            self.client = None
+            self.connect(start=self.settings.mode == "local")
 
     def _client(self) -> BackendClient | None:
         if self.client is None and not self.connect(start=True):
