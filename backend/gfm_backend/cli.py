@@ -16,6 +16,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come only from files the
 from . import __version__  # noqa: E402
 from .errors import Cancelled, GfmError  # noqa: E402
 from .progress import Progress  # noqa: E402
+from .service.cli_commands import add_jobs, add_serve, run_jobs, run_serve  # noqa: E402
+from .tasks.geopile_cli import add_geopile, run_geopile  # noqa: E402
+from .tasks.pretrain_cli import (  # noqa: E402
+    add_export_encoder,
+    add_pretrain,
+    run_export_encoder,
+    run_pretrain,
+)
 
 
 def _terminal_progress(tty: bool, quiet: bool) -> tuple[Progress, Callable[[], None]]:
@@ -140,19 +148,26 @@ def _run_demo(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks (speed and memory)")
-    p.add_argument("what", choices=("classify",))
+    p.add_argument("what", choices=("classify", "pretrain"))
     p.add_argument("--out", type=Path, default=Path("bench-out"))
-    p.add_argument("--size", type=int, default=4096, help="raster width and height (px)")
-    p.add_argument("--configs", nargs="+", default=["tiny", "base"])
-    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--size", type=int, default=4096, help="classify: raster width and height (px)")
+    p.add_argument("--configs", nargs="+", default=["tiny", "base"], help="classify: encoders")
+    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx"], help="classify: runtimes")
+    p.add_argument("--config", default="base", help="pretrain: encoder config")
+    p.add_argument("--batch", type=int, default=128, help="pretrain: images per step")
+    p.add_argument("--steps", type=int, default=10, help="pretrain: timed steps")
+    p.add_argument("--no-teacher", action="store_true", help="pretrain: MIM only")
+    p.add_argument("--device", default=None, help="default: cpu for classify, auto for pretrain")
 
 
 def _run_bench(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from .tasks.bench import bench_classify
+    from .tasks.bench import bench_classify, bench_pretrain
 
+    if a.what == "pretrain":
+        return bench_pretrain(a.config, batch=a.batch, steps=a.steps, device=a.device or "auto",
+                              teacher=not a.no_teacher, progress=progress)
     return bench_classify(a.out, size=a.size, configs=a.configs, runtimes=a.runtimes,
-                          device=a.device, progress=progress)
+                          device=a.device or "cpu", progress=progress)
 
 
 COMMANDS = {
@@ -161,6 +176,11 @@ COMMANDS = {
     "export": (_add_export, _run_export),
     "demo": (_add_demo, _run_demo),
     "bench": (_add_bench, _run_bench),
+    "geopile": (add_geopile, run_geopile),
+    "pretrain": (add_pretrain, run_pretrain),
+    "export-encoder": (add_export_encoder, run_export_encoder),
+    "serve": (add_serve, run_serve),
+    "jobs": (add_jobs, run_jobs),
 }
 
 

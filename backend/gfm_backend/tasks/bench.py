@@ -125,3 +125,76 @@ def bench_classify(out: Path, size: int = 4096, configs: list[str] | None = None
     result = {"raster": str(raster), "size": size, "device": device, "results": rows}
     (out / "bench_classify.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def bench_pretrain(config: str = "base", batch: int = 128, steps: int = 10, warmup: int = 2,
+                   device: str = "auto", teacher: bool = True,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Time GFM training steps (augment, mask, forward, backward, AdamW) on synthetic chips.
+
+    FLOPs are counted once with torch's FlopCounterMode (matmuls and convolutions of the
+    forward and backward pass), so TFLOP/s is what the step really asks of the device.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..models import build_pretrainer
+    from ..models.masking import MaskGenerator
+    from ..models.pretrainer import teacher_config
+    from ..runtime import resolve_device
+    from ..training.augment import augment
+    from ..training.optim import GRAD_CLIP_NORM, build_optimizer
+
+    progress = progress or silent()
+    dev = resolve_device(device)
+    cfg = CONFIGS[config]
+    teacher_net = build_encoder(teacher_config(cfg)) if teacher else None
+    model = build_pretrainer(config, teacher=teacher_net).to(dev).train()
+    optimizer = build_optimizer(model, lr=1e-4)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(0)
+    chips = torch.randint(0, 256, (batch, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8,
+                          device=dev, generator=gen)
+    masks = MaskGenerator(input_size=cfg.img_size)
+    bf16 = dev.type == "cuda"
+
+    def step() -> None:
+        images = augment(chips, cfg.img_size, gen)
+        mask = masks(batch, generator=gen, device=dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(images, mask)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
+        optimizer.step()
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops_per_step = counter.get_total_flops()
+    for _ in range(warmup):
+        step()
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step()
+        progress((i + 1) / steps, f"step {i + 1}/{steps}")
+    sync()
+    seconds = time.perf_counter() - t0
+    result = {
+        "config": config, "batch": batch, "device": str(dev), "teacher": teacher,
+        "steps": steps, "images_per_s": round(batch * steps / seconds, 2),
+        "gflop_per_image": round(flops_per_step / batch / 1e9, 2),
+        "achieved_tflop_s": round(flops_per_step * steps / seconds / 1e12, 3),
+        "bf16": bf16,
+    }
+    if dev.type == "cuda":
+        result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
+        result["gpu"] = torch.cuda.get_device_name(dev)
+    return result

@@ -1,0 +1,51 @@
+"""`gfm pretrain` and `gfm export-encoder` argument parsing (thin callers of tasks/pretrain)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..progress import Progress
+
+
+def add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="GFM continual pretraining on a GeoPile "
+                       "(torchrun --nproc-per-node N -m gfm_backend.cli pretrain ... for several GPUs)")
+    p.add_argument("pile_dir", type=Path, metavar="PILE_DIR")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--teacher", help="ImageNet-22k Swin checkpoint, or 'none' (MIM only)")
+    p.add_argument("--config", choices=("base", "tiny"), default="base")
+    p.add_argument("--batch", type=int, default=128, help="images per step per process")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, default=100)
+    length.add_argument("--max-steps", type=int)
+    p.add_argument("--warmup-epochs", type=float, help="default: the first 10 %% of the run")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--record-chips", action="store_true", help=argparse.SUPPRESS)
+
+
+def run_pretrain(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .pretrain import PretrainParams, pretrain
+
+    return pretrain(PretrainParams(
+        pile_dir=a.pile_dir, out=a.out, teacher=a.teacher, config=a.config, batch=a.batch,
+        epochs=a.epochs, max_steps=a.max_steps, warmup_epochs=a.warmup_epochs, resume=a.resume,
+        device=a.device, checkpoint_every=a.checkpoint_every, log_every=a.log_every, seed=a.seed,
+        record_chips=a.record_chips), progress)
+
+
+def add_export_encoder(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-encoder", help="the pretrained student as an encoder checkpoint")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, required=True)
+
+
+def run_export_encoder(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .pretrain import export_encoder
+
+    return {"encoder": str(export_encoder(a.run_dir, a.out))}
