@@ -35,6 +35,8 @@ class GfmController:
         d.finetune_button.clicked.connect(self.finetune_current)
         d.cancel_button.clicked.connect(self.cancel_selected)
         d.settings_button.clicked.connect(self.edit_settings)
+        d.pretrain_button.clicked.connect(self.open_pretrain_dialog)
+        d.resume_button.clicked.connect(self.resume_selected)
         if iface is not None and iface.activeLayer() is not None:
             if isinstance(iface.activeLayer(), QgsRasterLayer):
                 d.raster_combo.setLayer(iface.activeLayer())
@@ -112,6 +114,21 @@ class GfmController:
             self.dock.job_row(task.job_id, title)
         self.dock.update_job(task.job_id, task.info.get("state", "running"),
                              float(task.info.get("progress") or 0.0), task.info.get("message", ""))
+
+    def resume_selected(self) -> None:
+        """Re-queue an interrupted (or cancelled) pretraining job from its last checkpoint."""
+        job_id = self.dock.selected_job()
+        client = self._client()
+        if job_id is None or client is None:
+            return
+        try:
+            info = client.resume(job_id)
+        except BackendError as exc:
+            self.error(str(exc))
+            return
+        new_id = info.get("id", job_id)
+        self.dock.job_row(new_id, f"Resume {job_id[:8]}")
+        self.info(f"pretraining job {job_id[:8]} resumed as {new_id[:8]}")
 
     def cancel_selected(self) -> None:
         job_id = self.dock.selected_job()
@@ -232,6 +249,30 @@ class GfmController:
             self.info(f"model {name} trained; IoU per class: {iou or 'n/a'}")
 
         return self.run_job(f"Fine-tune {name}", "finetune", params, registered)
+
+
+    def open_pretrain_dialog(self) -> None:
+        from .pretrain_dialog import PretrainDialog
+
+        dialog = PretrainDialog(self.dock)
+        if dialog.exec_():
+            self.pretrain(dialog.request())
+
+    def pretrain(self, req) -> BackendJobTask | None:
+        """Build the GeoPile, then start continual pretraining on it."""
+        if not req.src_folder or not req.pile_dir or not req.out:
+            self.error("pretraining needs an imagery folder, a GeoPile folder and a run folder")
+            return None
+        pretrain_params = {"pile_dir": req.pile_dir, "out": req.out, "teacher": req.teacher,
+                           "config": req.config, "epochs": req.epochs}
+
+        def built(info: dict) -> None:
+            self.info(f"GeoPile ready in {req.pile_dir}; pretraining starts")
+            self.run_job(f"Pretrain {Path(req.out).name}", "pretrain", pretrain_params,
+                         lambda _info: self.info(f"pretraining finished: {req.out}"))
+
+        return self.run_job(f"GeoPile {Path(req.src_folder).name}", "geopile",
+                            {"src_folder": req.src_folder, "out": req.pile_dir}, built)
 
 
 def _safe(name: str) -> str:
