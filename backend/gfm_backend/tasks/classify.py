@@ -87,14 +87,13 @@ def _peak_rss_mb() -> float:
 
 
 def _output_profile(ds: rasterio.DatasetReader, dtype: str, nodata: float, **kw: Any) -> dict:
-    profile = {
+    return {
         "driver": "GTiff", "dtype": dtype, "count": 1, "width": kw.get("width", ds.width),
         "height": kw.get("height", ds.height), "crs": ds.crs,
         "transform": kw.get("transform", ds.transform), "nodata": nodata, "tiled": True,
         "blockxsize": 256, "blockysize": 256, "compress": "deflate", "zlevel": 1,
         "predictor": 3 if dtype == "float32" else 2, "BIGTIFF": "IF_SAFER",
     }
-    return profile
 
 
 def _resize_probs(probs: np.ndarray, size: int) -> np.ndarray:
@@ -123,8 +122,8 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
                 report = _classify_scenes(ds, spec, predictor, params, stage, progress.span(0, 0.9))
             write_category_names(stage / CLASSES_TIF, spec.classes)
             write_raster_qml(stage / "classes.qml", spec.classes)
+            write_confidence_qml(stage / "confidence.qml")
             if spec.task == "segmentation":
-                write_confidence_qml(stage / "confidence.qml")
                 if params.polygons:
                     tv = time.perf_counter()
                     report["polygon_count"] = vectorize_classes(
@@ -156,6 +155,16 @@ def _base_report(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predict
     }
 
 
+def _source_tile(ds: rasterio.DatasetReader, spec: ModelSpec, params: ClassifyParams,
+                 report: dict[str, Any]) -> tuple[float, int]:
+    """Raster pixels per model pixel and the tile size in raster pixels (warns on resampling)."""
+    ratio, warning = source_scale(ds, spec)
+    if warning:
+        log.warning("%s: %s", params.raster, warning)
+        report["warnings"].append(warning)
+    return ratio, max(int(round(spec.tile_size * ratio)), 8)
+
+
 def _class_stats(report: dict[str, Any], spec: ModelSpec, counts: np.ndarray,
                  pixel_area_m2: float | None) -> None:
     report["class_pixels"] = {c.name: int(counts[c.id]) for c in spec.classes}
@@ -173,12 +182,8 @@ def _pixel_area_m2(ds: rasterio.DatasetReader) -> float | None:
 def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
              params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
     report = _base_report(ds, spec, predictor, params)
-    ratio, warning = source_scale(ds, spec)
-    if warning:
-        log.warning("%s: %s", params.raster, warning)
-        report["warnings"].append(warning)
+    ratio, src_tile = _source_tile(ds, spec, params, report)
     tile = spec.tile_size
-    src_tile = max(int(round(tile * ratio)), 8)
     src_overlap = min(int(round(spec.tile_overlap * ratio)), src_tile // 2)
     stride = src_tile - src_overlap
     rows = tile_starts(ds.height, src_tile, stride)
@@ -259,10 +264,7 @@ def _classify_scenes(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Pre
                      params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
     """Scene models label whole tiles: the class raster is at tile resolution, polygons a grid."""
     report = _base_report(ds, spec, predictor, params)
-    ratio, warning = source_scale(ds, spec)
-    if warning:
-        report["warnings"].append(warning)
-    src_tile = max(int(round(spec.tile_size * ratio)), 8)
+    _, src_tile = _source_tile(ds, spec, params, report)
     rows = list(range(0, ds.height, src_tile))
     cols = list(range(0, ds.width, src_tile))
     normalize = Normalizer.from_spec(spec)
