@@ -87,7 +87,8 @@ class BackendClient:
         return self._request("GET", "/health", auth=False)
 
     def models(self) -> list[dict]:
-        return self._request("GET", "/models")
+        """Model packages: `name`, `path`, `model` (its model.json), `has_onnx`..."""
+        return self._request("GET", "/models")["models"]
 
     def submit(self, job_type: str, params: dict) -> str:
         return self._request("POST", "/jobs", {"type": job_type, "params": params})["id"]
@@ -96,7 +97,7 @@ class BackendClient:
         return self._request("GET", f"/jobs/{job_id}")
 
     def jobs(self) -> list[dict]:
-        return self._request("GET", "/jobs")
+        return self._request("GET", "/jobs")["jobs"]
 
     def cancel(self, job_id: str) -> dict:
         return self._request("POST", f"/jobs/{job_id}/cancel")
