@@ -32,8 +32,9 @@ def export_onnx(net: GfmNetwork, spec: ModelSpec, path: Path) -> Path:
     for key, value in spec.onnx_metadata().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(model, str(tmp))
+    onnx.save(model, str(tmp))  # weights inlined: one self-contained file
     tmp.replace(path)
+    tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)  # the exporter's side file
     return path
 
 

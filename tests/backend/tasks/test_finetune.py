@@ -43,6 +43,7 @@ def test_model_package_contents(tiny_model):
     assert report["time_s"] > 0
     assert (tiny_model / "training_curve.png").stat().st_size > 1000
     assert (tiny_model / "confusion_matrix.png").stat().st_size > 1000
+    assert not list(tiny_model.glob(".*"))  # no staging or exporter side files left behind
 
 
 def test_validation_holds_out_whole_polygons(tiny_model):

@@ -1,0 +1,100 @@
+"""`gfm serve` and `gfm jobs`: argument parsing only; the work is in `server` and `client`.
+
+Kept light to import: the `gfm` command loads this module for every subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..progress import Progress
+from .config import STATE_DIR_ENV, ServiceConfig, default_state_dir
+
+
+def _state_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help=f"job records, logs, server.json (default: ${STATE_DIR_ENV} or "
+                   f"{default_state_dir()})")
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the local job service (HTTP API for the QGIS plugin)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: loopback only; anything else warns)")
+    p.add_argument("--port", type=int, default=0, help="TCP port (default 0: a free one)")
+    _state_dir_arg(p)
+    p.add_argument("--gpu-jobs", type=int, default=1,
+                   help="GPU-lane jobs (classify, finetune, pretrain) at a time")
+    p.add_argument("--cpu-jobs", type=int, default=2,
+                   help="CPU-lane jobs (export, geopile, device cpu) at a time beside them")
+    p.add_argument("--models", type=Path, action="append", metavar="DIR",
+                   help="folder of model packages GET /models lists (repeatable; default "
+                   "STATE_DIR/models)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="extra name clients may use in the Host header (repeatable)")
+    p.add_argument("--cancel-grace", type=float, default=10.0, metavar="S",
+                   help="seconds a cancelled job gets to stop before its worker is stopped")
+
+
+def run_serve(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .server import serve
+
+    return serve(ServiceConfig(
+        state_dir=a.state_dir or default_state_dir(), host=a.host, port=a.port,
+        gpu_jobs=a.gpu_jobs, cpu_jobs=a.cpu_jobs, cancel_grace_s=a.cancel_grace,
+        model_dirs=a.models or [], allow_hosts=a.allow_host))
+
+
+def add_jobs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("jobs", help="list the job service's jobs (or show one)")
+    p.add_argument("job_id", nargs="?", metavar="JOB_ID", help="show this job with its log tail")
+    _state_dir_arg(p)
+    p.add_argument("--state", help="only jobs in this state (queued, running, failed...)")
+    p.add_argument("--limit", type=int, default=20)
+
+
+def _row(job: dict[str, Any]) -> dict[str, Any]:
+    return {"id": job["id"], "type": job["type"], "state": job["state"],
+            "progress": f"{job['progress']:.0%}", "message": job["message"],
+            "created": job["timings"]["created"], "run_s": job["timings"]["run_s"]}
+
+
+def run_jobs(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """Ask the running service; with none running, read the job records directly."""
+    import urllib.parse
+
+    from ..errors import GfmError
+    from .client import ServiceClient, ServiceUnavailable
+
+    state_dir = Path(a.state_dir or default_state_dir())
+    try:
+        client = ServiceClient.from_state_dir(state_dir)
+        if a.job_id:
+            return client.get(f"/jobs/{urllib.parse.quote(a.job_id, safe='')}")
+        query = urllib.parse.urlencode({"limit": a.limit, **({"state": a.state} if a.state else {})})
+        listing = client.get(f"/jobs?{query}")
+        return {"server": client.url, "counts": listing["counts"],
+                "jobs": [_row(j) for j in listing["jobs"]]}
+    except ServiceUnavailable:
+        pass
+    from .joblogs import log_tail
+    from .store import JobStore
+
+    config = ServiceConfig(state_dir=state_dir)
+    if not config.db_path.exists():
+        raise GfmError(f"no job service has run with state folder {state_dir} yet (gfm serve)")
+    store = JobStore(config.db_path, readonly=True)
+    try:
+        if a.job_id:
+            record = store.get(a.job_id)
+            if record is None:
+                raise GfmError(f"no job with id {a.job_id!r} in {state_dir}")
+            return record.to_json() | {"log_tail": log_tail(config.job_log(record.id), 20),
+                                       "server": None}
+        return {"server": None, "note": "the service is not running; stored records shown",
+                "counts": store.counts(),
+                "jobs": [_row(r.to_json()) for r in store.list(a.state, None, a.limit)]}
+    finally:
+        store.close()

@@ -1,0 +1,71 @@
+"""Where the service keeps its state, and the settings `gfm serve` takes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+API_VERSION = 1
+STATE_DIR_ENV = "GFM_STATE_DIR"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def default_state_dir() -> Path:
+    """`$GFM_STATE_DIR`, else the user's data directory (e.g. ~/.local/share/gfm-qgis/service).
+
+    The plugin finds a running service through `server.json` in this folder.
+    """
+    env = os.environ.get(STATE_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("gfm-qgis", appauthor=False)) / "service"
+
+
+@dataclass
+class ServiceConfig:
+    """Settings of one `gfm serve` process; the paths below all live in `state_dir`."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    host: str = "127.0.0.1"
+    port: int = 0
+    gpu_jobs: int = 1
+    cpu_jobs: int = 2
+    cancel_grace_s: float = 10.0
+    model_dirs: list[Path] = field(default_factory=list)
+    allow_hosts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).expanduser().resolve()
+        if not self.model_dirs:
+            self.model_dirs = [self.state_dir / "models"]
+        self.model_dirs = [Path(p).expanduser().resolve() for p in self.model_dirs]
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "jobs.sqlite3"
+
+    @property
+    def server_json(self) -> Path:
+        return self.state_dir / "server.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "server.lock"
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_dir / "token"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "server.log"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.state_dir / "jobs"
+
+    def job_log(self, job_id: str) -> Path:
+        return self.jobs_dir / f"{job_id}.log"

@@ -1,0 +1,128 @@
+"""Who may talk to the service: a bearer token for every endpoint but /health, and a
+Host-header check so a web page cannot reach it through DNS rebinding."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only the user can read, atomically (readers never see half of it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    write_private(path, json.dumps(data, indent=2) + "\n")
+
+
+def load_or_create_token(path: Path) -> str:
+    """The token stays the same across restarts (a remote client keeps working);
+    delete the file to get a new one."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+        if len(token) >= 32:
+            return token
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    write_private(path, token + "\n")
+    return token
+
+
+def bearer_auth(token: str) -> Callable[..., Awaitable[None]]:
+    """A FastAPI dependency: 401 unless `Authorization: Bearer <token>` matches."""
+    scheme = HTTPBearer(auto_error=False, description="the token from server.json")
+    expected = token.encode("utf-8")
+
+    async def check(credentials: HTTPAuthorizationCredentials | None = Security(scheme)) -> None:
+        # async: a trivial check should not cost a hop through the thread pool
+        given = credentials.credentials.encode("utf-8", "surrogateescape") if credentials else b""
+        if not given or not hmac.compare_digest(given, expected):
+            raise HTTPException(
+                status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                detail="missing or wrong token: send 'Authorization: Bearer <token>' with the "
+                       "token from server.json in the service's state folder")
+
+    return check
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """`example:8080` -> `example`, `[::1]:8080` -> `::1`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostGuard:
+    """ASGI middleware: the Host header must name this service, not some web site.
+
+    Allowed: loopback names and addresses, the host given to `--host`, `--allow-host`
+    names, and when bound to every interface also IP literals and this machine's names
+    (a DNS-rebinding page always sends its own domain name).
+    """
+
+    def __init__(self, app: ASGIApp, bind_host: str, extra: list[str] | None = None) -> None:
+        self.app = app
+        self.allowed = {bind_host.lower().strip("[]"), *(h.lower() for h in extra or [])}
+        self.any_ip = bind_host in WILDCARD_HOSTS
+        if self.any_ip:
+            self.allowed |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+
+    def allows(self, name: str) -> bool:
+        return (_is_loopback(name) or name in self.allowed or (self.any_ip and _is_ip(name)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            raw = headers.get(b"host", b"").decode("latin-1")
+            name = host_name(raw)
+            if not name or not self.allows(name):
+                body = json.dumps({"detail": f"Host header {raw!r} is not allowed: use "
+                                   "127.0.0.1 or localhost (or start the service with "
+                                   "--allow-host NAME)"}).encode()
+                await send({"type": "http.response.start", "status": 400, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

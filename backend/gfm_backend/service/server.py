@@ -1,0 +1,182 @@
+"""`gfm serve`: one process per state folder that owns the queue, the workers and the GPU.
+
+Startup order matters: take the state folder's lock (a second server would run the same
+jobs twice), mark jobs a dead predecessor left `running` as `interrupted`, bind the
+socket (port 0: the kernel picks a free one, and we know which), start uvicorn, and only
+once it accepts requests write `server.json` (url, token, pid, version; mode 0600,
+written atomically) so a client that finds the file can use it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .. import __version__
+from ..errors import GfmError
+from .config import API_VERSION, LOOPBACK_HOSTS, ServiceConfig
+from .security import WILDCARD_HOSTS, load_or_create_token, write_private_json
+
+log = logging.getLogger("gfm_backend.service")
+
+
+@contextlib.contextmanager
+def state_lock(config: ServiceConfig) -> Iterator[None]:
+    """Hold the state folder for this process's lifetime (the kernel drops it on kill -9)."""
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    f: IO[str] = open(config.lock_path, "a+")  # held open while serving
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise GfmError(f"another gfm serve is already running with state folder "
+                       f"{config.state_dir} ({_running_url(config)}); stop it first or use "
+                       "--state-dir") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def _running_url(config: ServiceConfig) -> str:
+    try:
+        info = json.loads(config.server_json.read_text(encoding="utf-8"))
+        return f"{info['url']}, pid {info['pid']}"
+    except (OSError, ValueError, KeyError):
+        return "see server.json"
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; port 0 gets a free port from the kernel."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise GfmError(f"--host {host!r}: cannot resolve it ({exc.strerror})") from exc
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        hint = "; use --port 0 for a free one" if port else ""
+        raise GfmError(f"cannot listen on {host}:{port} ({exc.strerror}){hint}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def public_url(host: str, port: int) -> str:
+    """The URL a local client uses; a wildcard bind is reached through loopback."""
+    if host in WILDCARD_HOSTS:
+        host = "127.0.0.1" if host != "::" else "::1"
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=2,
+                                                   encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("gfm_backend").addHandler(handler)
+    return handler
+
+
+def serve(config: ServiceConfig) -> dict[str, Any]:
+    """Run the service until SIGINT/SIGTERM; returns a summary for the CLI."""
+    import uvicorn
+
+    from .app import ServiceState, create_app
+    from .devices import DeviceProbe
+    from .dispatcher import Dispatcher
+    from .jobs import load_plugins
+    from .store import JobStore
+
+    if config.gpu_jobs < 1 or config.cpu_jobs < 1:
+        raise GfmError("--gpu-jobs and --cpu-jobs must be at least 1")
+    with state_lock(config):
+        handler = _log_to_file(config.log_path)
+        try:
+            plugins = load_plugins()
+            if plugins:
+                log.info("job-type plugins: %s", ", ".join(plugins))
+            config.jobs_dir.mkdir(exist_ok=True)
+            store = JobStore(config.db_path)
+            for record in store.interrupt_running():
+                log.warning("job %s (%s) was running when the last server stopped: %s",
+                            record.id, record.type, "marked interrupted")
+            token = load_or_create_token(config.token_path)
+            sock = bind_socket(config.host, config.port)
+            port = sock.getsockname()[1]
+            url = public_url(config.host, port)
+            if config.host not in LOOPBACK_HOSTS:
+                log.warning("listening on %s:%d, not only on this computer: anyone who can reach "
+                            "it and has the token can run jobs, and HTTP is not encrypted (an SSH "
+                            "tunnel to a loopback-only service is safer)", config.host, port)
+            devices = DeviceProbe()
+            devices.start()
+            dispatcher = Dispatcher(store, config)
+            dispatcher.start()
+            state = ServiceState(config, store, dispatcher, devices, token, time.time())
+            server = uvicorn.Server(uvicorn.Config(
+                create_app(state), log_config=None, access_log=False, lifespan="off",
+                timeout_graceful_shutdown=5, backlog=2048))
+            info = {"url": url, "token": token, "pid": os.getpid(), "version": __version__,
+                    "api_version": API_VERSION, "host": config.host, "port": port,
+                    "state_dir": str(config.state_dir)}
+            threading.Thread(target=_announce, args=(server, config, info), daemon=True,
+                             name="gfm-announce").start()
+            # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal
+            # to the handler it found; with ours (a no-op) the cleanup below still runs.
+            previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                server.run(sockets=[sock])
+            finally:
+                log.info("stopping: running jobs are asked to stop and will show as interrupted")
+                dispatcher.stop()
+                _remove_server_json(config)
+                store.close()
+                sock.close()
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
+        finally:
+            logging.getLogger("gfm_backend").removeHandler(handler)
+            handler.close()
+    return {"stopped": True, "url": url, "state_dir": str(config.state_dir)}
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    log.debug("already stopping (signal %d)", signum)
+
+
+def _announce(server: Any, config: ServiceConfig, info: dict[str, Any]) -> None:
+    """Write server.json once uvicorn accepts requests."""
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.02)
+    write_private_json(config.server_json, info)
+    log.info("serving at %s (state folder %s, %d GPU-lane and %d CPU-lane job(s) at a time)",
+             info["url"], config.state_dir, config.gpu_jobs, config.cpu_jobs)
+
+
+def _remove_server_json(config: ServiceConfig) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(config.server_json.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            config.server_json.unlink()

@@ -1,0 +1,198 @@
+"""The worker process: runs the jobs the server hands it, one at a time.
+
+Runs in a `spawn`ed child so a crash, a hang or an out-of-memory kill in a job never
+takes the server down, and stays alive between jobs so torch and the libraries stay
+loaded. Talks to the server over two pipes: commands in (`run`, `cancel`, `quit`),
+events out (`progress`, `done`, `failed`, `cancelled`). When the server dies (even by
+`kill -9`) the command pipe closes: the running job is cancelled (staged outputs are
+discarded) and the worker exits, so no orphan keeps the GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ..errors import Cancelled, GfmError
+from ..progress import Progress
+
+log = logging.getLogger("gfm_backend.service.worker")
+NICENESS = 10  # jobs yield the CPU to the server, so status requests stay fast
+PROGRESS_INTERVAL_S = 0.25
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Link:
+    """The worker's end of the pipes; `orphaned` once the server has gone."""
+
+    def __init__(self, commands: Connection, events: Connection, exit_grace_s: float) -> None:
+        self.commands, self.events = commands, events
+        self.exit_grace_s = exit_grace_s
+        self.jobs: queue.Queue[tuple | None] = queue.Queue()
+        self.cancelled: set[str] = set()
+        self.orphaned = threading.Event()
+        self._send_lock = threading.Lock()
+
+    def read_commands(self) -> None:
+        """Reader thread: queue `run`s, note `cancel`s, notice the server going away."""
+        while True:
+            try:
+                msg = self.commands.recv()
+            except (EOFError, OSError):
+                self._server_gone()
+                return
+            if msg[0] == "run":
+                self.cancelled.discard(msg[1])  # a resumed job may have been cancelled before
+                self.jobs.put(msg)
+            elif msg[0] == "cancel":
+                self.cancelled.add(msg[1])
+            elif msg[0] == "quit":
+                self.jobs.put(None)
+                return
+
+    def _server_gone(self) -> None:
+        self.orphaned.set()
+        self.jobs.put(None)
+        # the running job gets a grace period to stop at its next progress check
+        timer = threading.Timer(self.exit_grace_s, os._exit, args=(1,))
+        timer.daemon = True
+        timer.start()
+
+    def send(self, *msg: Any) -> None:
+        try:
+            with self._send_lock:
+                self.events.send(msg)
+        except (OSError, ValueError):  # the server has gone
+            self._server_gone()
+
+
+def worker_main(commands: Connection, events: Connection, exit_grace_s: float = 10.0) -> None:
+    """Entry point of a worker process (`multiprocessing` spawn target)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is the server's
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _setup_logging()
+    from .jobs import load_plugins
+
+    load_plugins()
+    link = _Link(commands, events, exit_grace_s)
+    threading.Thread(target=link.read_commands, name="gfm-worker-commands", daemon=True).start()
+    while (msg := link.jobs.get()) is not None:
+        _, job_id, job_type, params, log_path, threads = msg
+        _set_threads(threads)
+        _run_job(link, job_id, job_type, params, log_path)
+        if link.orphaned.is_set():
+            break
+        _release_memory()
+    os._exit(0)  # skip interpreter teardown: nothing of ours needs it and it can hang on CUDA
+
+
+def _set_threads(threads: int) -> None:
+    """CPU threads for this job: jobs side by side must not oversubscribe the cores
+    (OpenMP threads that spin against each other make both jobs many times slower)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read when torch is first imported
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for name in ("gfm", "gfm_backend"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+
+@contextlib.contextmanager
+def _output_to(log_path: str) -> Iterator[None]:
+    """Send this process's stdout and stderr (Python and C libraries alike) to the job log."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (*saved, fd):
+            os.close(f)
+
+
+def _progress(link: _Link, job_id: str) -> Progress:
+    last = {"t": 0.0, "message": None}
+
+    def report(fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - last["t"] >= PROGRESS_INTERVAL_S or message != last["message"] or fraction >= 1:
+            last["t"], last["message"] = now, message
+            link.send("progress", job_id, fraction, message)
+
+    def is_cancelled() -> bool:
+        return job_id in link.cancelled or link.orphaned.is_set()
+
+    return Progress(report=report, is_cancelled=is_cancelled)
+
+
+def failure_message(exc: BaseException) -> str:
+    """What a GIS user reads when a job fails; the traceback goes to the job log."""
+    if isinstance(exc, GfmError):
+        return str(exc)
+    name = type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return ("the job ran out of memory; try a smaller batch_size, a smaller raster or "
+                "tile size, or close other programs (details in the job log)")
+    if name == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
+        return ("the GPU ran out of memory; try a smaller batch_size, or device 'cpu' "
+                "(details in the job log)")
+    return (f"internal error: {name}: {str(exc)[:300]} (this is a bug in the backend, not in "
+            "your data; the job log has the details)")
+
+
+def _run_job(link: _Link, job_id: str, job_type: str, params: dict[str, Any], log_path: str) -> None:
+    from .jobs import get_job_type
+
+    with _output_to(log_path):
+        log.info("running %s job %s in worker pid %d", job_type, job_id, os.getpid())
+        t0 = time.perf_counter()
+        try:
+            outputs = get_job_type(job_type).run(params, _progress(link, job_id))
+        except Cancelled as exc:
+            log.info("cancelled: %s", exc)
+            link.send("cancelled", job_id, str(exc))
+        except BaseException as exc:  # every failure must reach the server
+            log.error("failed:\n%s", "".join(traceback.format_exception(exc)).rstrip())
+            link.send("failed", job_id, failure_message(exc))
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            log.info("succeeded in %.1f s", time.perf_counter() - t0)
+            link.send("done", job_id, outputs)
+
+
+def _release_memory() -> None:
+    """Give memory (and GPU memory) back between jobs; the libraries stay loaded."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -1,0 +1,67 @@
+"""Job types that exist only for the tests, plugged into the real server through
+$GFM_SERVICE_PLUGINS (the hook any site can use): a resumable job that checkpoints, a
+job that crashes in the ways real jobs do, and one that ignores cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from gfm_backend.errors import InputError
+from gfm_backend.progress import Progress
+from gfm_backend.service.jobs import CPU, JobType, register
+from gfm_backend.service.params import Field
+
+
+def run_steps(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Counts steps, saving a checkpoint after each; `resume` carries on from it."""
+    out = Path(p["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.json"
+    start = json.loads(ckpt.read_text())["step"] if p["resume"] and ckpt.exists() else 0
+    for step in range(start, p["steps"]):
+        progress(step / p["steps"], f"step {step + 1} of {p['steps']}")
+        time.sleep(p["step_s"])
+        tmp = ckpt.with_suffix(".partial")
+        tmp.write_text(json.dumps({"step": step + 1}))
+        os.replace(tmp, ckpt)
+    progress(1.0, "done")
+    return {"out": str(out), "resumed_from": start, "steps": p["steps"]}
+
+
+def run_crash(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    progress(0.5, "about to fail")
+    how = p["how"]
+    if how == "exit":
+        os._exit(3)
+    if how == "kill":  # what the kernel's out-of-memory killer does
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "memory":
+        raise MemoryError()
+    if how == "input":
+        raise InputError("/data/scene.tif", "band 4 is all nodata")
+    return {"result": 1 // 0}
+
+
+def run_stubborn(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    progress(0.1, "busy, not listening")
+    time.sleep(p["seconds"])
+    return {}
+
+
+def _lane(p: dict[str, Any]) -> str:
+    return p["lane"]
+
+
+register(JobType("steps", run=run_steps, resource=_lane, resumable=True, fields=(
+    Field("out", "out_dir", required=True), Field("steps", "int", default=10, minimum=1),
+    Field("step_s", "float", default=0.1, minimum=0), Field("resume", "bool", default=False),
+    Field("lane", "str", default=CPU, choices=("cpu", "gpu")))))
+register(JobType("crash", run=run_crash, resource=CPU, fields=(
+    Field("how", "str", required=True, choices=("exit", "kill", "memory", "input", "bug")),)))
+register(JobType("stubborn", run=run_stubborn, resource=CPU, fields=(
+    Field("seconds", "float", default=60, minimum=0),)))
