@@ -159,7 +159,10 @@ class GfmController:
             path = self._export_visible(layer)
             if path is None:
                 return None
-        out = tempfile.mkdtemp(prefix=f"gfm-{_safe(layer.name())}-")
+        if self.settings.results_dir:
+            Path(self.settings.results_dir).mkdir(parents=True, exist_ok=True)
+        out = tempfile.mkdtemp(prefix=f"{_safe(layer.name())}-",
+                               dir=self.settings.results_dir or None)
         name = layer.name()
         params = {"raster": path, "model": model["path"], "out": out}
 
@@ -232,7 +235,12 @@ class GfmController:
             return None
         name = self.dock.model_name_edit.text().strip() or f"{_safe(raster.name())}-model"
         out = str(Path(self.settings.models_dir or tempfile.mkdtemp(prefix="gfm-models-")) / name)
-        params = {"rasters": [raster_path], "labels": labels_path, "out": out}
+        params = {"rasters": [raster_path], "labels": labels_path, "out": out,
+                  "config": self.dock.config_combo.currentData(),
+                  "epochs": self.dock.epochs_spin.value()}
+        encoder = self.dock.encoder_file.filePath().strip()
+        if encoder:
+            params["encoder"] = encoder
         field = self.dock.field_combo.currentField()
         if field:
             params["class_field"] = field

@@ -7,7 +7,7 @@ and runs jobs as QgsTasks so the window never freezes.
 from __future__ import annotations
 
 from qgis.core import QgsMapLayerProxyModel
-from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
+from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
@@ -21,6 +21,7 @@ from qgis.PyQt.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -96,6 +97,23 @@ class GfmDock(QDockWidget):
         self.model_name_edit = QLineEdit()
         self.model_name_edit.setPlaceholderText("new model name")
         tl.addWidget(self.model_name_edit)
+        options = QHBoxLayout()
+        self.config_combo = QComboBox()
+        self.config_combo.addItem("GFM Swin-B (base)", "base")
+        self.config_combo.addItem("tiny (fast on a CPU)", "tiny")
+        self.config_combo.setToolTip("Encoder shape when no encoder checkpoint is given")
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 500)
+        self.epochs_spin.setValue(30)
+        self.epochs_spin.setPrefix("epochs ")
+        options.addWidget(self.config_combo, 1)
+        options.addWidget(self.epochs_spin)
+        tl.addLayout(options)
+        self.encoder_file = QgsFileWidget()
+        self.encoder_file.setFilter("Checkpoints (*.pth *.pt *.bin *.safetensors)")
+        self.encoder_file.setToolTip("Encoder weights: the official gfm.pth, an ImageNet-22k Swin, ...")
+        tl.addWidget(QLabel("Encoder checkpoint (optional)"))
+        tl.addWidget(self.encoder_file)
         self.finetune_button = QPushButton("Fine-tune")
         tl.addWidget(self.finetune_button)
         layout.addWidget(train_box)

@@ -36,6 +36,7 @@ class BackendSettings:
     url: str = ""
     token: str = ""
     models_dir: str = ""
+    results_dir: str = ""  # where Classify layer writes (default: a new temporary folder)
 
     @classmethod
     def load(cls) -> BackendSettings:
@@ -47,9 +48,10 @@ class BackendSettings:
             url=s.value(PREFIX + "url", ""),
             token=s.value(PREFIX + "token", ""),
             models_dir=s.value(PREFIX + "models_dir", ""),
+            results_dir=s.value(PREFIX + "results_dir", ""),
         )
 
     def save(self) -> None:
         s = QgsSettings()
-        for key in ("mode", "python", "state_dir", "url", "token", "models_dir"):
+        for key in ("mode", "python", "state_dir", "url", "token", "models_dir", "results_dir"):
             s.setValue(PREFIX + key, getattr(self, key))

@@ -59,3 +59,38 @@ def backend_outputs(tmp_path_factory) -> Path:
     subprocess.run([str(VENV_PY), "-c", BACKEND_SCRIPT, str(root)], check=True, timeout=600,
                    env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return root
+
+
+@pytest.fixture(scope="session")
+def backend_server(tmp_path_factory, backend_outputs, qgis_app):
+    """A real `gfm serve`, started by the plugin's own code, with the test model in its
+    models folder; stopped (its whole process group) at the end."""
+    import json
+    import shutil
+    import signal
+
+    from gfm_plugin.backend_process import start_local
+
+    state = tmp_path_factory.mktemp("state")
+    shutil.copytree(backend_outputs / "model", state / "models" / "scene-model")
+    client = start_local(str(VENV_PY), str(state), timeout_s=120)
+    yield client, state
+    info = json.loads((state / "server.json").read_text())
+    try:
+        os.killpg(os.getpgid(info["pid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def use_backend(backend_server):
+    """QGIS settings pointing the plugin at the test backend (restored afterwards)."""
+    from gfm_plugin.settings import BackendSettings
+
+    client, state = backend_server
+    before = BackendSettings.load()
+    settings = BackendSettings(mode="local", python=str(VENV_PY), state_dir=str(state),
+                               models_dir=str(state / "models"))
+    settings.save()
+    yield settings
+    before.save()

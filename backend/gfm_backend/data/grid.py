@@ -13,6 +13,7 @@ from rasterio.transform import Affine
 
 from ..package import ClassInfo
 from .areas import polygon_areas_m2
+from .vectorize import GPKG_OPTIONS
 
 
 def write_tile_grid(
@@ -41,7 +42,7 @@ def write_tile_grid(
          scores[rows, cols].astype(np.float64), polygon_areas_m2(geoms, crs)],
         ["class_id", "class_name", "score", "area_m2"],
         layer="polygons", driver="GPKG", geometry_type="Polygon",
-        crs=crs.to_wkt() if crs else None,
+        crs=crs.to_wkt() if crs else None, dataset_options=GPKG_OPTIONS,
     )
     os.replace(tmp, out_gpkg)
     return len(geoms)

@@ -15,6 +15,8 @@ import rasterio
 import shapely
 from rasterio.transform import from_origin
 
+from .vectorize import GPKG_OPTIONS
+
 SCENE_CLASSES = ("water", "forest", "field", "built-up")
 SCENE_CRS = "EPSG:32633"
 SCENE_ORIGIN = (500_000.0, 5_000_000.0)
@@ -127,5 +129,6 @@ def write_polygons(path: Path, geoms: list, values: list, crs: str, field: str =
         str(path), shapely.to_wkb(arr), [np.array(values, dtype=object)], [field],
         layer="labels", driver="GPKG" if str(path).endswith(".gpkg") else None,
         geometry_type="Polygon", crs=crs,
+        dataset_options=GPKG_OPTIONS if str(path).endswith(".gpkg") else None,
     )
     return Path(path)

@@ -30,7 +30,8 @@ from .metrics import confusion, summarize
 
 
 def demo(out: Path, device: str = "auto", size: int = 768, epochs: int = 12,
-         encoder_epochs: int = 6, progress: Progress | None = None) -> dict[str, Any]:
+         encoder_epochs: int = 6, with_qgis: bool = True,
+         progress: Progress | None = None) -> dict[str, Any]:
     progress = progress or silent()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,9 +79,34 @@ def demo(out: Path, device: str = "auto", size: int = 768, epochs: int = 12,
         "finetune_time_s": ft["time_s"], "classify_time_s": cl["timings_s"]["total"],
     }
     _preview(scene.image, pred_scene, scene.truth, geoms, scene.transform, out / "preview.png")
+    if with_qgis:
+        report["qgis"] = _qgis_step(out, progress.span(0.97, 1.0))
     (out / "demo_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     progress(1.0, "done")
     return report
+
+
+QGIS_PYTHON = "/usr/bin/python3"
+QGIS_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "qgis_demo.py"
+
+
+def _qgis_step(out: Path, progress: Progress) -> dict[str, Any]:
+    """Where QGIS is installed, classify again through the plugin's own code, headless, and
+    save demo.qgz and map.png (QGIS's Python runs the plugin; the backend stays separate)."""
+    import subprocess
+    import sys
+
+    if not QGIS_SCRIPT.exists():
+        return {"skipped": "the plugin sources are not next to this backend (not a checkout)"}
+    probe = subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True)
+    if probe.returncode != 0:
+        return {"skipped": f"QGIS's Python ({QGIS_PYTHON}) cannot import qgis"}
+    progress(0.0, "classifying again through the QGIS plugin")
+    proc = subprocess.run([QGIS_PYTHON, str(QGIS_SCRIPT), str(out), sys.executable],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        return {"failed": proc.stderr.strip().splitlines()[-1:] or ["unknown error"]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _preview(image: np.ndarray, pred: np.ndarray, truth: np.ndarray, geoms: list,

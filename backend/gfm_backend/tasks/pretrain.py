@@ -58,6 +58,7 @@ class PretrainParams:
     log_every: int = 10
     seed: int = 0
     record_chips: bool = False  # write each rank's chip indices (multi-process checks)
+    bf16: bool | None = None  # autocast; default: on for CUDA
 
     def __post_init__(self) -> None:
         self.pile_dir, self.out = Path(self.pile_dir), Path(self.out)
@@ -156,7 +157,7 @@ def _pretrain(params: PretrainParams, ctx: DistContext, progress: Progress) -> d
             "model": model.config.to_json(), "teacher": teacher, "total_steps": total,
             "warmup_steps": warmup, "lr": lrs._asdict()}, indent=2))
     masks = MaskGenerator(input_size=img_size)
-    bf16 = ctx.device.type == "cuda"
+    bf16 = ctx.device.type == "cuda" if params.bf16 is None else params.bf16
     seen: list[np.ndarray] = []
     position = (epoch, start)
 

@@ -8,7 +8,7 @@ from gfm_backend.tasks.demo import demo
 
 
 def test_demo_small(tmp_path):
-    report = demo(tmp_path, device="cpu", size=384, epochs=2, encoder_epochs=1)
+    report = demo(tmp_path, device="cpu", size=384, epochs=2, encoder_epochs=1, with_qgis=False)
     for name in ("scene.tif", "labels.gpkg", "preview.png", "demo_report.json",
                  "model/model.json", "model/model.onnx", "classified/classes.tif",
                  "classified/polygons.gpkg"):

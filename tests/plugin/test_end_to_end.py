@@ -1,0 +1,157 @@
+"""The plugin's actions end to end in real QGIS against a real backend process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsTask,
+    QgsVectorLayer,
+)
+
+from gfm_plugin.client import BackendError
+
+
+def wait_for(task, timeout=300):
+    deadline = time.monotonic() + timeout
+    while task.status() not in (QgsTask.Complete, QgsTask.Terminated):
+        QgsApplication.processEvents()
+        assert time.monotonic() < deadline, "task did not finish"
+        time.sleep(0.05)
+    for _ in range(20):  # let finished() run on the main thread
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def plugin(iface, use_backend):
+    from gfm_plugin.controller import GfmController
+    from gfm_plugin.dock import GfmDock
+
+    dock = GfmDock()
+    controller = GfmController(iface, dock)
+    controller.settings = use_backend
+    yield controller
+    QgsProject.instance().removeAllMapLayers()
+    QgsProject.instance().layerTreeRoot().removeAllChildren()
+
+
+def messages(iface) -> list[str]:
+    return [str(c.args[1]) for c in iface.messageBar().pushMessage.call_args_list]
+
+
+def test_connect_lists_models_with_classes(plugin):
+    assert plugin.connect(start=True)
+    assert "connected" in plugin.dock.status.text() and "CPU" in plugin.dock.status.text()
+    assert plugin.dock.model_combo.count() == 1
+    names = [plugin.dock.class_list.item(i).text() for i in range(plugin.dock.class_list.count())]
+    assert names == ["built-up", "field", "forest", "water"]
+
+
+def test_classify_layer_adds_styled_group(plugin, backend_outputs, iface):
+    layer = QgsRasterLayer(str(backend_outputs / "scene.tif"), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    plugin.connect()
+    plugin.dock.raster_combo.setLayer(layer)
+    task = plugin.classify_current()
+    wait_for(task)
+    assert task.info["state"] == "succeeded", task.error
+    group = QgsProject.instance().layerTreeRoot().findGroup("scene")
+    assert group is not None
+    assert [n.layer().name() for n in group.findLayers()] == [
+        "scene polygons", "scene classes", "scene confidence"]
+    assert any("classified scene" in m for m in messages(iface))
+    assert plugin.dock.jobs.topLevelItemCount() == 1
+
+
+def test_finetune_from_drawn_labels_registers_a_model(plugin, backend_outputs, iface):
+    raster = QgsRasterLayer(str(backend_outputs / "scene.tif"), "scene")
+    QgsProject.instance().addMapLayer(raster)
+    plugin.connect()
+    plugin.dock.raster_combo.setLayer(raster)
+    plugin.dock.class_name_edit.setText("built-up, field, forest, water")
+    labels = plugin.new_labels_layer()
+    assert labels.isEditable()
+    drawn = QgsVectorLayer(str(backend_outputs / "labels.gpkg"), "drawn", "ogr")
+    for f in drawn.getFeatures():  # "draw" the analyst's polygons
+        g = QgsFeature(labels.fields())
+        g.setGeometry(f.geometry())
+        g["class"] = f["class"]
+        assert labels.addFeature(g)
+    plugin.dock.model_name_edit.setText("drawn-model")
+    plugin.dock.config_combo.setCurrentIndex(plugin.dock.config_combo.findData("tiny"))
+    plugin.dock.epochs_spin.setValue(1)
+    plugin.dock.field_combo.setField("class")
+    task = plugin.finetune_current()
+    wait_for(task, timeout=600)
+    assert task.info["state"] == "succeeded", task.error
+    assert not labels.isModified()  # the edits were saved before training
+    assert any("IoU per class" in m for m in messages(iface))
+    names = [plugin.dock.model_combo.itemText(i) for i in range(plugin.dock.model_combo.count())]
+    assert "drawn-model" in names
+
+
+def test_processing_classify_algorithm(use_backend, backend_outputs, tmp_path, qgis_app):
+    from gfm_plugin.processing.algorithms import ClassifyAlgorithm
+
+    alg = ClassifyAlgorithm()
+    alg.initAlgorithm()
+    layer = QgsRasterLayer(str(backend_outputs / "scene.tif"), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = QgsProcessingFeedback()
+    progress = []
+    feedback.progressChanged.connect(progress.append)
+    params = {"INPUT": layer.id(), "MODEL": str(backend_outputs / "model"), "RUNTIME": 0,
+              "DEVICE": 1, "MIN_AREA": 0.0, "OUTPUT": str(tmp_path / "out")}
+    results, ok = alg.run(params, context, feedback)
+    assert ok, results
+    assert QgsRasterLayer(results["CLASSES"], "c").isValid()
+    assert QgsVectorLayer(results["POLYGONS"], "p", "ogr").featureCount() > 0
+    assert progress and max(progress) == pytest.approx(100.0)
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_error_paths_show_messages(iface, use_backend, backend_outputs):
+    from gfm_plugin.controller import GfmController
+    from gfm_plugin.dock import GfmDock
+    from gfm_plugin.settings import BackendSettings
+
+    dock = GfmDock()
+    down = GfmController(iface, dock)
+    down.settings = BackendSettings(mode="remote", url="http://127.0.0.1:9", token="x")
+    assert not down.connect(start=False)
+    assert "not reachable" in dock.status.text()
+
+    plugin = GfmController(iface, GfmDock())
+    plugin.settings = use_backend
+    raster = QgsRasterLayer(str(backend_outputs / "scene.tif"), "scene")
+    QgsProject.instance().addMapLayer(raster)
+    plugin.dock.raster_combo.setLayer(raster)
+    labels = plugin.new_labels_layer()
+    assert plugin.finetune_current() is None
+    assert any("no labels drawn" in m for m in messages(iface))
+    memory = QgsVectorLayer("Polygon?crs=EPSG:32633&field=class:string", "scratch", "memory")
+    QgsProject.instance().addMapLayer(memory)
+    f = QgsFeature(memory.fields())
+    f.setGeometry(next(QgsVectorLayer(str(backend_outputs / "labels.gpkg"), "l", "ogr")
+                       .getFeatures()).geometry())
+    f["class"] = "water"
+    memory.dataProvider().addFeatures([f])
+    plugin.dock.labels_combo.setLayer(memory)
+    assert plugin.finetune_current() is None
+    assert any("saved as files" in m for m in messages(iface))
+    with pytest.raises(BackendError, match="not reachable"):
+        from gfm_plugin.client import BackendClient, Connection
+
+        BackendClient(Connection("http://127.0.0.1:9")).health()
+    QgsProject.instance().removeAllMapLayers()
+    assert labels is not None
