@@ -31,7 +31,7 @@ def main(demo_dir: Path, backend_python: str) -> int:
         QgsTask,
         QgsVectorLayer,
     )
-    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtCore import QSize, Qt
     from qgis.PyQt.QtGui import QColor
     from qgis.testing import start_app
     from qgis.testing.mocked import get_iface
@@ -76,10 +76,15 @@ def main(demo_dir: Path, backend_python: str) -> int:
             print(f"classify failed: {task.error}", file=sys.stderr)
             return 1
         group = project.layerTreeRoot().findGroup("scene")
-        layers = [n.layer() for n in group.findLayers() if n.itemVisibilityChecked()]
+        classes = next(n.layer() for n in group.findLayers() if n.layer().name() == "scene classes")
+        classes.renderer().setOpacity(0.65)  # the imagery shows through the classes
+        outline = labels.renderer().symbol().symbolLayer(0)
+        outline.setBrushStyle(Qt.NoBrush)
+        outline.setStrokeColor(QColor("yellow"))
+        outline.setStrokeWidth(0.6)
         project.write()
         settings = QgsMapSettings()
-        settings.setLayers([labels, *layers, scene])
+        settings.setLayers([labels, classes, scene])
         settings.setDestinationCrs(scene.crs())
         settings.setExtent(scene.extent())
         settings.setOutputSize(QSize(900, 900))

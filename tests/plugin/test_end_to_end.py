@@ -155,3 +155,27 @@ def test_error_paths_show_messages(iface, use_backend, backend_outputs):
         BackendClient(Connection("http://127.0.0.1:9")).health()
     QgsProject.instance().removeAllMapLayers()
     assert labels is not None
+
+
+def test_demo_script_saves_project_and_map(backend_outputs, tmp_path):
+    """`make demo`'s QGIS step: Classify layer through the plugin, demo.qgz and map.png."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    for name in ("scene.tif", "labels.gpkg"):
+        shutil.copy(backend_outputs / name, demo / name)
+    shutil.copytree(backend_outputs / "model", demo / "model")
+    proc = subprocess.run([sys.executable, str(repo / "scripts" / "qgis_demo.py"), str(demo),
+                           str(repo / ".venv" / "bin" / "python")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["layers"] == ["scene polygons", "scene classes", "scene confidence"]
+    assert (demo / "demo.qgz").stat().st_size > 1000
+    assert (demo / "map.png").stat().st_size > 10_000
