@@ -2,8 +2,10 @@
 
 Each tile's probabilities are weighted by a ramp that falls towards the tile border, so
 where tiles overlap the centre of a tile wins and no seam shows. Rows that no later tile
-can touch are finished and handed to the writer, so memory is a few tile rows, not the
-raster.
+can touch are finished (class and confidence) and handed to the writer, and the buffer
+slides down: memory is one tile's height of rows, allocated once, whatever the raster's
+height. Finished strips need not end on the output's block rows: GDAL keeps a partly
+written block row in its cache until the next strip completes it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-FLUSH_ALIGN = 256  # finish rows in multiples of the output GeoTIFF's block height
-
-# sink(top_row, weighted probability sums (C, n, W), weight sums (n, W), valid (n, W))
-RowSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
+# sink(top_row, class ids (n, W) uint8, confidence (n, W) float32)
+RowSink = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 def blend_weights(size: int, overlap: int) -> np.ndarray:
@@ -25,61 +25,6 @@ def blend_weights(size: int, overlap: int) -> np.ndarray:
     edge = np.minimum(idx, size - 1 - idx) + 1.0
     w1 = np.clip(edge / (ramp + 1.0), 1e-3, 1.0)
     return np.outer(w1, w1).astype(np.float32)
-
-
-class StripBlender:
-    """Accumulates weighted probabilities for a moving band of rows of the output raster."""
-
-    def __init__(self, width: int, height: int, num_classes: int, sink: RowSink) -> None:
-        self.width, self.height, self.num_classes = width, height, num_classes
-        self.sink = sink
-        self.top = 0
-        self.acc = np.zeros((num_classes, 0, width), dtype=np.float32)
-        self.wsum = np.zeros((0, width), dtype=np.float32)
-        self.valid = np.zeros((0, width), dtype=bool)
-
-    def _grow(self, bottom: int) -> None:
-        have = self.top + self.wsum.shape[0]
-        if bottom <= have:
-            return
-        extra = bottom - have
-        self.acc = np.concatenate(
-            [self.acc, np.zeros((self.num_classes, extra, self.width), np.float32)], axis=1
-        )
-        self.wsum = np.concatenate([self.wsum, np.zeros((extra, self.width), np.float32)])
-        self.valid = np.concatenate([self.valid, np.zeros((extra, self.width), bool)])
-
-    def add(
-        self, probs: np.ndarray, weight: np.ndarray, valid: np.ndarray, row: int, col: int
-    ) -> None:
-        """Add one tile (C, h, w) whose top-left pixel is (row, col); parts off-raster drop."""
-        h = min(probs.shape[1], self.height - row)
-        w = min(probs.shape[2], self.width - col)
-        if row < self.top:
-            raise ValueError("tile above rows already written")
-        self._grow(row + h)
-        r = row - self.top
-        wt = weight[:h, :w]
-        part = probs[:, :h, :w]
-        np.multiply(part, wt, out=part)  # the tile's probabilities are ours to overwrite
-        self.acc[:, r : r + h, col : col + w] += part
-        self.wsum[r : r + h, col : col + w] += wt
-        self.valid[r : r + h, col : col + w] |= valid[:h, :w]
-
-    def finish_until(self, row: int, final: bool = False) -> None:
-        """Hand rows above `row` to the sink (block-aligned unless `final`)."""
-        if not final:
-            row = (row // FLUSH_ALIGN) * FLUSH_ALIGN
-        n = min(row, self.top + self.wsum.shape[0]) - self.top
-        if n <= 0:
-            return
-        # The finished rows are handed over as they are (no copy): later tiles only touch
-        # rows below them, so the sink may resolve them on another thread.
-        self.sink(self.top, self.acc[:, :n], self.wsum[:n], self.valid[:n])
-        self.acc = self.acc[:, n:]
-        self.wsum = self.wsum[n:]
-        self.valid = self.valid[n:]
-        self.top += n
 
 
 def resolve_strip(
@@ -92,3 +37,70 @@ def resolve_strip(
     classes[~valid] = 255
     confidence[~valid] = nodata_confidence
     return classes, confidence
+
+
+class StripBlender:
+    """Accumulates weighted probabilities for a sliding band of rows of the output raster.
+
+    `rows` is the band's height: a tile's height covers every row still open while a
+    tile row is added (the band grows once if a taller tile arrives).
+    """
+
+    def __init__(self, width: int, height: int, num_classes: int, sink: RowSink,
+                 rows: int = 1024, nodata_confidence: float = -1.0) -> None:
+        self.width, self.height, self.num_classes = width, height, num_classes
+        self.sink = sink
+        self.nodata_confidence = nodata_confidence
+        self.top = 0  # raster row of buffer row 0
+        self.filled = 0  # buffer rows in use
+        self.acc = np.zeros((num_classes, rows, width), dtype=np.float32)
+        self.wsum = np.zeros((rows, width), dtype=np.float32)
+        self.valid = np.zeros((rows, width), dtype=bool)
+
+    def _reserve(self, bottom: int) -> None:
+        need = bottom - self.top
+        if need > self.wsum.shape[0]:  # a tile taller than planned: grow once
+            extra = need - self.wsum.shape[0]
+            self.acc = np.concatenate(
+                [self.acc, np.zeros((self.num_classes, extra, self.width), np.float32)], axis=1)
+            self.wsum = np.concatenate([self.wsum, np.zeros((extra, self.width), np.float32)])
+            self.valid = np.concatenate([self.valid, np.zeros((extra, self.width), bool)])
+        self.filled = max(self.filled, need)
+
+    def add(
+        self, probs: np.ndarray, weight: np.ndarray, valid: np.ndarray, row: int, col: int
+    ) -> None:
+        """Add one tile (C, h, w) whose top-left pixel is (row, col); parts off-raster drop."""
+        h = min(probs.shape[1], self.height - row)
+        w = min(probs.shape[2], self.width - col)
+        if row < self.top:
+            raise ValueError("tile above rows already written")
+        self._reserve(row + h)
+        r = row - self.top
+        wt = weight[:h, :w]
+        part = probs[:, :h, :w]
+        np.multiply(part, wt, out=part)  # the tile's probabilities are ours to overwrite
+        self.acc[:, r : r + h, col : col + w] += part
+        self.wsum[r : r + h, col : col + w] += wt
+        self.valid[r : r + h, col : col + w] |= valid[:h, :w]
+
+    def finish_until(self, row: int) -> None:
+        """Hand the rows above `row` (no later tile reaches them) to the sink."""
+        n = min(row - self.top, self.filled)
+        if n <= 0:
+            return
+        classes, confidence = resolve_strip(self.acc[:, :n], self.wsum[:n], self.valid[:n],
+                                            self.nodata_confidence)
+        self.sink(self.top, classes, confidence)
+        rest = self.filled - n
+        # slide the open rows to the top, n rows at a time so no copy overlaps itself
+        for start in range(0, rest, n):
+            stop = min(start + n, rest)
+            self.acc[:, start:stop] = self.acc[:, n + start : n + stop]
+            self.wsum[start:stop] = self.wsum[n + start : n + stop]
+            self.valid[start:stop] = self.valid[n + start : n + stop]
+        self.acc[:, rest : self.filled] = 0
+        self.wsum[rest : self.filled] = 0
+        self.valid[rest : self.filled] = False
+        self.top += n
+        self.filled = rest

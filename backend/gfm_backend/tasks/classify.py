@@ -43,14 +43,14 @@ from ..data.vectorize import vectorize_classes
 from ..package import ModelSpec, read_spec
 from ..progress import Progress, silent
 from ..runtime import Predictor, make_predictor
-from .blending import StripBlender, blend_weights, resolve_strip
+from .blending import StripBlender, blend_weights
 
 log = logging.getLogger(__name__)
 
 CLASSES_TIF, CONFIDENCE_TIF = "classes.tif", "confidence.tif"
 POLYGONS_GPKG, REPORT_JSON = "polygons.gpkg", "report.json"
 CONFIDENCE_NODATA = -1.0
-GDAL_CACHE_MB = 256
+GDAL_CACHE_MB = 128
 
 
 @dataclass
@@ -199,23 +199,23 @@ def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
          rasterio.open(conf_path, "w", **_output_profile(ds, "float32", CONFIDENCE_NODATA)) as conf_ds:
         cls_ds.write_colormap(1, colormap(spec.classes))
 
-        def write_strip(top: int, acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray) -> None:
-            classes, confidence = resolve_strip(acc, wsum, valid, CONFIDENCE_NODATA)
+        def write_strip(top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
             win = Window(0, top, ds.width, classes.shape[0])
             cls_ds.write(classes, 1, window=win)
             conf_ds.write(confidence, 1, window=win)
             counts[:] += np.bincount(classes.ravel(), minlength=256)
 
-        # Finished strips are resolved, compressed and written on a second thread while
-        # the next tile row runs through the model; at most one strip waits.
+        # Finished strips are compressed and written on a second thread while the next
+        # tile row runs through the model; at most one strip waits.
         writing: list[Future] = []
 
-        def sink(top: int, acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray) -> None:
+        def sink(top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
             if writing:
                 writing.pop().result()
-            writing.append(writer.submit(write_strip, top, acc, wsum, valid))
+            writing.append(writer.submit(write_strip, top, classes, confidence))
 
-        blender = StripBlender(ds.width, ds.height, spec.num_classes, sink)
+        blender = StripBlender(ds.width, ds.height, spec.num_classes, sink,
+                               rows=src_tile, nodata_confidence=CONFIDENCE_NODATA)
 
         def read_row(row: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
             out = []
@@ -250,7 +250,7 @@ def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
                         blender.add(p, weight, valid, row, col)
                 next_row = rows[i + 1] if i + 1 < len(rows) else ds.height
                 tw = time.perf_counter()
-                blender.finish_until(next_row, final=i + 1 == len(rows))
+                blender.finish_until(next_row)
                 timer.add("blend_write", time.perf_counter() - tw)
                 progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
             for f in writing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gfm_backend.data.raster import tile_starts
-from gfm_backend.tasks.blending import FLUSH_ALIGN, StripBlender, blend_weights, resolve_strip
+from gfm_backend.tasks.blending import StripBlender, blend_weights
 
 
 def test_tile_starts_cover_and_end_at_edge():
@@ -22,7 +22,7 @@ def test_weights_peak_in_middle_and_never_zero():
     assert w[0, 0] < w[8, 8] < w[32, 32]
 
 
-def test_strips_are_block_aligned_and_blend_exactly():
+def test_strips_cover_every_row_once_and_blend_exactly():
     height, width, tile, stride = 700, 300, 192, 144
     rows = tile_starts(height, tile, stride)
     cols = tile_starts(width, tile, stride)
@@ -31,13 +31,12 @@ def test_strips_are_block_aligned_and_blend_exactly():
     out = np.full((height, width), 99, dtype=np.uint8)
     conf = np.zeros((height, width), dtype=np.float32)
 
-    def sink(top, acc, wsum, valid):
-        classes, confidence = resolve_strip(acc, wsum, valid)
+    def sink(top, classes, confidence):
         written.append((top, classes.shape[0]))
         out[top : top + classes.shape[0]] = classes
         conf[top : top + classes.shape[0]] = confidence
 
-    blender = StripBlender(width, height, 3, sink)
+    blender = StripBlender(width, height, 3, sink, rows=100)  # grows to a tile's height
     weight = blend_weights(tile, tile - stride)
     for i, r in enumerate(rows):
         for c in cols:
@@ -47,9 +46,10 @@ def test_strips_are_block_aligned_and_blend_exactly():
             valid[: max(0, 5 - r), :] = False  # the top five rows are nodata
             blender.add(probs, weight, valid, r, c)
         nxt = rows[i + 1] if i + 1 < len(rows) else height
-        blender.finish_until(nxt, final=i + 1 == len(rows))
+        blender.finish_until(nxt)
     assert sum(n for _, n in written) == height
-    assert all(top % FLUSH_ALIGN == 0 for top, _ in written)
+    tops = [top for top, _ in written]
+    assert tops == sorted(tops) and tops[0] == 0  # in order, each row exactly once
     assert (out[:5] == 255).all() and (conf[:5] == -1).all()
     np.testing.assert_array_equal(out[5:], truth[5:])
     np.testing.assert_allclose(conf[5:], 1.0, rtol=1e-5)
