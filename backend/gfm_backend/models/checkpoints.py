@@ -381,16 +381,21 @@ def save_encoder(
     extra_metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `encoder.` + timm keys and the config as metadata; atomic (temp file + rename)."""
+    state = {ENCODER_PREFIX + k: v for k, v in encoder.state_dict().items()}
+    meta = {CONFIG_METADATA_KEY: json.dumps(encoder.config.to_json())}
+    return save_safetensors_atomic(state, path, {**(extra_metadata or {}), **meta})
+
+
+def save_safetensors_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
+                            metadata: Mapping[str, Any] | None = None) -> Path:
+    """Tensors to safetensors (non-string metadata as JSON) via a temp file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {ENCODER_PREFIX + k: v.detach().cpu().contiguous()
-             for k, v in encoder.state_dict().items()}
-    meta = {str(k): v if isinstance(v, str) else json.dumps(v)
-            for k, v in (extra_metadata or {}).items()}
-    meta[CONFIG_METADATA_KEY] = json.dumps(encoder.config.to_json())
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        save_file(state, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from timm.layers import trunc_normal_
 from timm.models import checkpoint_seq
 from torch import nn
@@ -42,6 +41,7 @@ from .checkpoints import (
     load_state_dict_into,
     read_state_dict,
     resolve_weights_path,
+    save_safetensors_atomic,
     swin_prefixes,
 )
 from .masking import upsample_mask
@@ -363,19 +363,10 @@ def save_pretrainer(
 
     `load_encoder` reads the student out of the same file (`gfm_encoder_config`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {str(k): v if isinstance(v, str) else json.dumps(v)
-            for k, v in (extra_metadata or {}).items()}
     teacher = model.teacher.config.to_json() if model.teacher is not None else None
-    meta[PRETRAINER_METADATA_KEY] = json.dumps(
-        {"encoder": model.config.to_json(), "teacher": teacher, "alpha": model.alpha})
-    meta[CONFIG_METADATA_KEY] = json.dumps(model.config.to_json())
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        save_file(state, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    meta = {
+        PRETRAINER_METADATA_KEY: json.dumps(
+            {"encoder": model.config.to_json(), "teacher": teacher, "alpha": model.alpha}),
+        CONFIG_METADATA_KEY: json.dumps(model.config.to_json()),
+    }
+    return save_safetensors_atomic(model.state_dict(), path, {**(extra_metadata or {}), **meta})
