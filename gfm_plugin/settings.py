@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,16 @@ MODES = ("local", "remote")
 
 
 def default_state_dir() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "gfm")
+    """The folder `gfm serve` uses by default, so a backend started by hand is found too."""
+    if os.environ.get("GFM_STATE_DIR"):
+        return os.environ["GFM_STATE_DIR"]
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    elif sys.platform.startswith("win"):
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home()))
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return str(base / "gfm-qgis" / "service")
 
 
 def default_python() -> str:
