@@ -250,6 +250,8 @@ class PretrainAlgorithm(BackendAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("CONFIG", "Model", CONFIGS, defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", defaultValue=100,
                                                        minValue=1))
+        self.addParameter(QgsProcessingParameterNumber("BATCH", "Images per step", defaultValue=128,
+                                                       minValue=1))
         self.addParameter(QgsProcessingParameterBoolean("RESUME", "Resume", defaultValue=False))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Run folder"))
         self.addOutput(QgsProcessingOutputFolder("RUN", "Run folder"))
@@ -262,6 +264,7 @@ class PretrainAlgorithm(BackendAlgorithm):
             "teacher": teacher or "none",
             "config": CONFIGS[self.parameterAsEnum(parameters, "CONFIG", context)],
             "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
+            "batch": self.parameterAsInt(parameters, "BATCH", context),
             "resume": self.parameterAsBool(parameters, "RESUME", context),
         }, feedback)
         return {"OUTPUT": out, "RUN": out}

@@ -179,3 +179,98 @@ def test_demo_script_saves_project_and_map(backend_outputs, tmp_path):
     assert result["layers"] == ["scene polygons", "scene classes", "scene confidence"]
     assert (demo / "demo.qgz").stat().st_size > 1000
     assert (demo / "map.png").stat().st_size > 10_000
+
+
+class Feedback(QgsProcessingFeedback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+    def reportError(self, error, fatalError=False):  # noqa: N802, N803 (QGIS API)
+        self.errors.append(error)
+
+
+def run_alg(alg_cls, params: dict, expect_ok: bool = True) -> tuple[dict, list[str]]:
+    alg = alg_cls()
+    alg.initAlgorithm()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = Feedback()
+    results, ok = alg.run(params, context, feedback)
+    assert ok == expect_ok, (results, feedback.errors)
+    return results, feedback.errors
+
+
+def test_processing_geopile_pretrain_export(use_backend, backend_outputs, tmp_path):
+    """The other algorithms, each through the backend: a GeoPile from a folder, a short
+    continual pretraining run on it, and an ONNX export of a model package."""
+    import shutil
+
+    from gfm_plugin.processing.algorithms import (
+        ExportAlgorithm,
+        GeopileAlgorithm,
+        PretrainAlgorithm,
+    )
+
+    src = tmp_path / "imagery"
+    src.mkdir()
+    shutil.copy(backend_outputs / "scene.tif", src / "scene.tif")
+    pile, _ = run_alg(GeopileAlgorithm, {"SRC_FOLDER": str(src), "CHIP": 64,
+                                         "OUTPUT": str(tmp_path / "pile")})
+    assert (tmp_path / "pile" / "pile.json").exists()
+    _, errors = run_alg(PretrainAlgorithm, {"PILE_DIR": pile["PILE"], "CONFIG": 1, "EPOCHS": 1,
+                                            "BATCH": 2, "OUTPUT": str(tmp_path / "run")},
+                        expect_ok=False)
+    assert any("64 px" in e for e in errors), errors  # the backend's message reaches the user
+    pile192, _ = run_alg(GeopileAlgorithm, {"SRC_FOLDER": str(src), "CHIP": 192,
+                                            "OUTPUT": str(tmp_path / "pile192")})
+    out, _ = run_alg(PretrainAlgorithm, {"PILE_DIR": pile192["PILE"], "CONFIG": 1, "EPOCHS": 1,
+                                         "BATCH": 1, "OUTPUT": str(tmp_path / "run")})
+    assert (tmp_path / "run" / "encoder.safetensors").exists() and out["RUN"]
+    model = tmp_path / "model"
+    shutil.copytree(backend_outputs / "model", model)
+    run_alg(ExportAlgorithm, {"MODEL_DIR": str(model)})
+    assert (model / "model.onnx").stat().st_size > 10_000
+
+
+def test_cancel_stops_the_backend_job(plugin, backend_outputs, tmp_path):
+    """Cancelling the QgsTask cancels the job on the backend; no results are added."""
+    from osgeo import gdal
+
+    big = tmp_path / "big.tif"  # large enough to still be running when cancelled
+    gdal.Translate(str(big), str(backend_outputs / "scene.tif"), width=2048, height=2048)
+    layer = QgsRasterLayer(str(big), "big")
+    QgsProject.instance().addMapLayer(layer)
+    plugin.connect()
+    plugin.dock.raster_combo.setLayer(layer)
+    task = plugin.classify_current()
+    deadline = time.monotonic() + 120
+    while not task.job_id or task.info.get("state") != "running":
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+        assert time.monotonic() < deadline
+    task.cancel()
+    wait_for(task)
+    job = plugin.client.job(task.job_id)
+    assert job["state"] == "cancelled"
+    assert QgsProject.instance().layerTreeRoot().findGroup("big") is None
+
+
+def test_layer_without_a_file_is_exported_first(plugin, backend_outputs, iface):
+    from osgeo import gdal
+
+    gdal.Translate("/vsimem/scene.tif", str(backend_outputs / "scene.tif"))
+    layer = QgsRasterLayer("/vsimem/scene.tif", "in memory")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    canvas = iface.mapCanvas()
+    canvas.setDestinationCrs(layer.crs())
+    canvas.setExtent(layer.extent())
+    plugin.connect()
+    plugin.dock.raster_combo.setLayer(layer)
+    task = plugin.classify_current()
+    assert task is not None and task.params["raster"].endswith(".tif")
+    assert task.params["raster"] != "/vsimem/scene.tif"
+    wait_for(task)
+    assert task.info["state"] == "succeeded", task.error
+    assert QgsProject.instance().layerTreeRoot().findGroup("in memory") is not None
