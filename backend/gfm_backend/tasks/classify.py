@@ -123,6 +123,7 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
             write_category_names(stage / CLASSES_TIF, spec.classes)
             write_raster_qml(stage / "classes.qml", spec.classes)
             write_confidence_qml(stage / "confidence.qml")
+            report["peak_rss_mb_rasters"] = _peak_rss_mb()  # before vectorizing
             if spec.task == "segmentation":
                 if params.polygons:
                     tv = time.perf_counter()
