@@ -195,8 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_on_sigterm() -> None:
+    """`kill` stops a command like Ctrl-C does, so staged partial outputs are removed."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # the service handles its own shutdown
+        _interrupt_on_sigterm()
     logging.basicConfig(level=logging.WARNING, format="gfm: %(message)s")
     for name in ("gfm", "gfm_backend"):  # our messages only; libraries stay at warnings
         logging.getLogger(name).setLevel(logging.WARNING if args.quiet else logging.INFO)

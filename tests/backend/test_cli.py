@@ -43,3 +43,21 @@ def test_export_writes_onnx(tmp_path, tiny_model):
     r = gfm("--quiet", "export", str(tiny_model), "--out", str(tmp_path / "m.onnx"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
+
+
+def test_sigterm_leaves_no_partial_outputs(tmp_path, scene_files, tiny_model):
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gfm_backend.cli", "--quiet", "finetune", str(scene_files["raster"]),
+         "--labels", str(scene_files["labels"]), "--class-field", "class", "--out",
+         str(tmp_path / "m"), "--config", "tiny", "--device", "cpu", "--epochs", "50"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # well into loading or training
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+    assert not list(tmp_path.glob(".m.partial-*"))
