@@ -47,6 +47,5 @@ def confusion_matrix(cm: np.ndarray, names: list[str], path: Path) -> None:
         for j in range(n):
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
                     color="white" if norm[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # long class names get the room they need
     plt.close(fig)
