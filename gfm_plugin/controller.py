@@ -110,8 +110,7 @@ class GfmController:
     def _follow(self, task: BackendJobTask, title: str) -> None:
         if task.job_id is None:
             return
-        if task.job_id not in self.dock._job_items:
-            self.dock.job_row(task.job_id, title)
+        self.dock.job_row(task.job_id, title)
         self.dock.update_job(task.job_id, task.info.get("state", "running"),
                              float(task.info.get("progress") or 0.0), task.info.get("message", ""))
 

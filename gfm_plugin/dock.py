@@ -165,6 +165,9 @@ class GfmDock(QDockWidget):
             self.class_list.addItem(item)
 
     def job_row(self, job_id: str, title: str) -> None:
+        """A row with a progress bar for the job (once per job)."""
+        if job_id in self._job_items:
+            return
         item = QTreeWidgetItem([title, "queued", ""])
         item.setData(0, Qt.UserRole, job_id)
         bar = QProgressBar()

@@ -13,7 +13,6 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransformContext,
     QgsEditorWidgetSetup,
-    QgsFeature,
     QgsField,
     QgsFields,
     QgsLayerTreeGroup,
@@ -149,6 +148,3 @@ def add_classify_results(out_dir: str, group_name: str,
             node.setItemVisibilityChecked(False)
     return group
 
-
-def polygon_count(layer: QgsVectorLayer) -> int:
-    return sum(1 for f in layer.getFeatures() if isinstance(f, QgsFeature) and f.hasGeometry())

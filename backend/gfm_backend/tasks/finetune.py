@@ -379,7 +379,7 @@ def _layer_decay_groups(net: GfmNetwork, lr: float, decay: float) -> list[dict]:
     """Layer-wise LR decay: the head at `lr`, each earlier Swin block a factor `decay` lower."""
     enc = net.encoder
     names = [name for name, _ in enc.named_parameters()]
-    block_keys = sorted({_block_key(n) for n in names if _block_key(n)}, key=names_order(names))
+    block_keys = list(dict.fromkeys(k for n in names if (k := _block_key(n))))  # forward order
     n = len(block_keys) + 1
     depth_ids: dict[str, int] = {}
     current = 0
@@ -410,11 +410,3 @@ def _block_key(name: str) -> str | None:
     i = parts.index("blocks")
     return ".".join(parts[: i + 2])
 
-
-def names_order(names: list[str]):
-    first = {}
-    for i, n in enumerate(names):
-        k = _block_key(n)
-        if k and k not in first:
-            first[k] = i
-    return lambda k: first[k]
