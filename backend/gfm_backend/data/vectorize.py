@@ -4,9 +4,15 @@ Each block is polygonized with `rasterio.features.shapes` (4-connectivity: pixel
 share only a corner are separate regions, matching GDAL's and rasterio's default). All
 geometry work happens in pixel coordinates, where every vertex is an exact integer, so
 pieces of one region cut by block seams union exactly; they are mapped to the raster's
-CRS only when written. Polygons that touch an interior seam are kept until the end,
-grouped by shared edges and unioned, so a region crossing blocks is ONE feature.
+CRS only when written. Polygons that touch an interior seam are grouped by shared edges
+and unioned, so a region crossing blocks is ONE feature; block row by block row, so a
+region is written as soon as no later block can touch it.
 Every feature is one connected region, so the layer type is Polygon (never Multi).
+
+Memory: one block's polygons, the regions crossing the current seam, and the largest
+region once more while it is written. Holes never cross a seam, so merging unions outer
+rings only and keeps holes packed (int32 vertices); a region with millions of hole
+vertices is encoded ring by ring, never built whole in GEOS.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +50,10 @@ GPKG_OPTIONS = {"VERSION": "1.3"}
 _CHUNK = 20_000  # shapes converted to shapely at a time
 _FLUSH_FEATURES = 50_000  # features buffered before an append to the GeoPackage
 _FLUSH_BYTES = 64 * 2**20
+# A merged region whose holes have this many vertices is written ring by ring (see
+# _Writer.add_regions); below it, building the whole polygon in GEOS is cheap.
+LARGE_REGION_VERTICES = 1_000_000
+RING_CHUNK_VERTICES = 1 << 20  # holes converted and encoded at a time
 
 
 def vectorize_classes(
@@ -53,7 +64,7 @@ def vectorize_classes(
     min_area_m2: float = 0.0,
     simplify_tolerance: float = 0.0,
     nodata: int = 255,
-    block_size: int = 4096,
+    block_size: int = 2048,
     progress: Progress | None = None,
 ) -> int:
     """Write one polygon per connected class region of `class_tif` to `out_gpkg`; return the count.
@@ -79,14 +90,7 @@ def vectorize_classes(
             areas = _AreaModel(src.crs, src.transform)
             writer = _Writer(tmp, src.crs, src.transform, areas, names, simplify_tolerance)
             min_px = _min_pixels(min_area_m2, areas, src.width, src.height)
-            seams = _polygonize_blocks(src, nodata, block_size, min_px, writer, progress)
-        pieces_total = sum(len(v) for v in seams.values())
-        done = 0
-        for cls in sorted(seams):
-            progress(0.9 + 0.1 * done / max(pieces_total, 1), "vectorizing")
-            pieces = seams.pop(cls)
-            writer.add(_keep_large(_merge_pieces(pieces), min_px), cls)
-            done += len(pieces)
+            _polygonize_blocks(src, nodata, block_size, min_px, writer, progress)
         count = writer.close()
         progress(1.0, "vectorizing")
         _remove_gpkg(out_gpkg, keep_main=True)  # stale -wal/-shm would corrupt the new file
@@ -116,34 +120,50 @@ def _polygonize_blocks(
     min_px: int,
     writer: _Writer,
     progress: Progress,
-) -> dict[int, list[shapely.Polygon]]:
-    """Write regions inside blocks right away; return seam-touching pieces per class."""
+) -> None:
+    """Polygonize block row by block row, writing every region as soon as it is complete.
+
+    Pieces touching no seam are written at once. Seam pieces are merged with the regions
+    still open from the row above; a merged region that does not reach the next row's seam
+    can grow no further and is written, so only regions crossing the current seam are held.
+    """
     width, height = src.width, src.height
     margin = min(max(min_px, MIN_SIEVE_MARGIN), MAX_SIEVE_MARGIN) if min_px > 1 else 0
-    seams: dict[int, list[shapely.Polygon]] = {}
-    windows = [
-        Window(c, r, min(block, width - c), min(block, height - r))
-        for r in range(0, height, block)
-        for c in range(0, width, block)
-    ]
-    for i, win in enumerate(windows):
-        progress(0.9 * i / len(windows), "vectorizing")
-        data = _read_block(src, win, margin, nodata, min_px)
-        col0, row0 = int(win.col_off), int(win.row_off)
-        col1, row1 = col0 + int(win.width), row0 + int(win.height)
-        for geoms, values in _shapes(data, nodata, Affine.translation(col0, row0)):
-            minx, miny, maxx, maxy = shapely.bounds(geoms).T
-            on_seam = (
-                ((minx == col0) & (col0 > 0))
-                | ((maxx == col1) & (col1 < width))
-                | ((miny == row0) & (row0 > 0))
-                | ((maxy == row1) & (row1 < height))
-            )
-            for cls in np.unique(values):
-                sel = values == cls
-                seams.setdefault(int(cls), []).extend(geoms[sel & on_seam])
-                writer.add(_keep_large(geoms[sel & ~on_seam], min_px), int(cls))
-    return seams
+    open_regions: dict[int, _Regions] = {}
+    n_blocks = math.ceil(height / block) * math.ceil(width / block)
+    done = 0
+    for row0 in range(0, height, block):
+        row1 = min(row0 + block, height)
+        pending: dict[int, list[_Regions]] = {c: [r] for c, r in open_regions.items()}
+        open_regions = {}
+        for col0 in range(0, width, block):
+            progress(done / n_blocks, "vectorizing")
+            done += 1
+            col1 = min(col0 + block, width)
+            win = Window(col0, row0, col1 - col0, row1 - row0)
+            data = _read_block(src, win, margin, nodata, min_px)
+            for geoms, values in _shapes(data, nodata, Affine.translation(col0, row0)):
+                minx, miny, maxx, maxy = shapely.bounds(geoms).T
+                on_seam = (
+                    ((minx == col0) & (col0 > 0))
+                    | ((maxx == col1) & (col1 < width))
+                    | ((miny == row0) & (row0 > 0))
+                    | ((maxy == row1) & (row1 < height))
+                )
+                for cls in np.unique(values).tolist():
+                    sel = values == cls
+                    pending.setdefault(cls, []).append(_Regions.split(geoms[sel & on_seam]))
+                    writer.add(_keep_large(geoms[sel & ~on_seam], min_px), cls)
+            del data  # the next block reads its own
+        for cls in sorted(pending):
+            regions = _merge_pieces(_Regions.concat(pending.pop(cls)))
+            reaches_next = (shapely.bounds(regions.shells)[:, 3] == row1) & (row1 < height)
+            if reaches_next.any():
+                open_regions[cls] = regions.take(reaches_next)
+            complete = regions.take(~reaches_next)
+            del regions  # its holes now live in `complete` only
+            writer.add_regions(complete, cls, min_px)
+            del complete
 
 
 def _read_block(
@@ -193,27 +213,136 @@ def _polygons(rings_per_polygon: list[list[list[tuple[float, float]]]]) -> np.nd
     return shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, offsets)
 
 
-def _merge_pieces(pieces: list[shapely.Polygon]) -> np.ndarray:
+class _Holes:
+    """Interior rings in pixel coordinates, packed: int32 vertices and ring lengths.
+
+    Pixel vertices are exact integers, so 8 bytes per vertex hold them exactly, where a
+    GEOS ring costs 16 bytes per vertex plus an object per ring.
+    """
+
+    __slots__ = ("coords", "lengths")
+
+    def __init__(self, coords: np.ndarray, lengths: np.ndarray) -> None:
+        self.coords = coords
+        self.lengths = lengths
+
+    @classmethod
+    def concat(cls, parts: list[_Holes]) -> _Holes:
+        parts = [h for h in parts if len(h.lengths)]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return NO_HOLES
+        return cls(np.concatenate([h.coords for h in parts]),
+                   np.concatenate([h.lengths for h in parts]))
+
+
+NO_HOLES = _Holes(np.zeros((0, 2), np.int32), np.zeros(0, np.int64))
+
+
+class _Regions:
+    """Polygons of one class held as outer rings and, apart, each one's holes.
+
+    A piece's holes lie strictly inside its own block (a hole touching the block's edge
+    would not be enclosed), so no seam crosses them: merging needs only the outer rings,
+    and the holes join the region unchanged when it is written. On a noisy map one region
+    can hold millions of hole vertices, and a GEOS overlay costs several hundred bytes per
+    vertex: unioning whole pieces took 7 GB where the region itself is under 200 MB.
+    """
+
+    def __init__(self, shells: np.ndarray, holes: list[_Holes]) -> None:
+        self.shells = shells  # polygons without holes
+        self.holes = holes  # per polygon, its interior rings
+
+    @classmethod
+    def split(cls, polygons: np.ndarray) -> _Regions:
+        if len(polygons) == 0:
+            return cls(np.empty(0, dtype=object), [])
+        n_rings = shapely.get_num_interior_rings(polygons)
+        if not n_rings.any():
+            return cls(polygons, [NO_HOLES] * len(polygons))
+        _, coords, (ring_off, poly_off) = shapely.to_ragged_array(polygons)
+        holes = []
+        for i, n in enumerate(n_rings.tolist()):
+            if n == 0:
+                holes.append(NO_HOLES)
+                continue
+            rings = ring_off[poly_off[i] : poly_off[i + 1] + 1]
+            holes.append(_Holes(coords[rings[1] : rings[-1]].astype(np.int32), np.diff(rings[1:])))
+        del coords
+        return cls(shapely.polygons(shapely.get_exterior_ring(polygons)), holes)
+
+    @classmethod
+    def concat(cls, parts: list[_Regions]) -> _Regions:
+        shells = np.concatenate([p.shells for p in parts])
+        return cls(shells, [h for p in parts for h in p.holes])
+
+    def take(self, mask: np.ndarray) -> _Regions:
+        return _Regions(self.shells[mask], [h for h, m in zip(self.holes, mask, strict=True) if m])
+
+    def assemble(self) -> np.ndarray:
+        """The polygons with their holes, as GEOS geometries."""
+        out = np.array(self.shells, dtype=object)
+        for i, holes in enumerate(self.holes):
+            if len(holes.lengths):
+                out[i] = _with_holes(out[i], holes)
+        return out
+
+
+def _with_holes(shell: shapely.Polygon, holes: _Holes) -> shapely.Polygon:
+    outer = shapely.get_coordinates(shell)
+    coords = np.concatenate([outer, holes.coords])
+    ring_off = np.r_[0, len(outer), len(outer) + np.cumsum(holes.lengths)]
+    return shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON, coords, (ring_off, [0, len(ring_off) - 1])
+    )[0]
+
+
+def _hole_polygons(holes: _Holes, first: int, last: int) -> np.ndarray:
+    """Holes `first`..`last - 1` as polygons of their own (pixel coordinates)."""
+    ends = np.cumsum(holes.lengths)
+    start = int(ends[first] - holes.lengths[first])
+    ring_off = np.r_[0, ends[first:last] - start]
+    coords = holes.coords[start : int(ends[last - 1])].astype(np.float64)
+    return shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON, coords, (ring_off, np.arange(last - first + 1))
+    )
+
+
+def _merge_pieces(pieces: _Regions) -> _Regions:
     """Union pieces that share an edge (not just a corner: 4-connectivity) into regions."""
-    arr = np.array(pieces, dtype=object)
-    if len(arr) < 2:
-        return arr
-    left, right = shapely.STRtree(arr).query(arr, predicate="touches")
+    shells = pieces.shells
+    if len(shells) < 2:
+        return pieces
+    left, right = shapely.STRtree(shells).query(shells, predicate="touches")
     keep = left < right
     left, right = left[keep], right[keep]
-    edge = shapely.relate_pattern(arr[left], arr[right], "F***1****")
-    labels = _components(len(arr), left[edge], right[edge])
+    edge = shapely.relate_pattern(shells[left], shells[right], "F***1****")
+    labels = _components(len(shells), left[edge], right[edge])
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    out: list[shapely.Geometry] = []
+    out_shells: list[shapely.Polygon] = []
+    out_holes: list[_Holes] = []
     for group in np.split(order, bounds):
         if len(group) == 1:
-            out.append(arr[group[0]])
-        else:
-            # tolerance 0 drops the collinear vertices the seams leave on merged edges
-            merged = shapely.simplify(shapely.union_all(arr[group]), 0, preserve_topology=True)
-            out.extend(shapely.get_parts(merged))
-    return np.array(out, dtype=object)
+            out_shells.append(shells[group[0]])
+            out_holes.append(pieces.holes[group[0]])
+            continue
+        # tolerance 0 drops the collinear vertices the seams leave on merged edges
+        merged = _Regions.split(shapely.get_parts(
+            shapely.simplify(shapely.union_all(shells[group]), 0, preserve_topology=True)
+        ))
+        if len(merged.shells) == 1:
+            home = np.zeros(len(group), dtype=np.int64)
+        else:  # not expected for edge-connected pieces; place holes by their piece's shell
+            points = shapely.point_on_surface(shells[group])
+            home = np.array([int(np.flatnonzero(shapely.contains(merged.shells, pt))[0])
+                             for pt in points])
+        for i, shell in enumerate(merged.shells):
+            out_shells.append(shell)
+            own = [pieces.holes[g] for g, h in zip(group, home, strict=True) if h == i]
+            out_holes.append(_Holes.concat([merged.holes[i], *own]))
+    return _Regions(np.array(out_shells, dtype=object), out_holes)
 
 
 def _components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -314,12 +443,21 @@ class _AreaModel:
 
 def _to_crs(pix: np.ndarray, t: Affine) -> np.ndarray:
     """Pixel (col, row) coordinates -> CRS coordinates; one formula, so shared vertices match."""
+    return shapely.transform(pix, lambda xy: _transform_in_place(xy, t))
 
-    def apply(xy: np.ndarray) -> np.ndarray:
-        x, y = xy[:, 0], xy[:, 1]
-        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
 
-    return shapely.transform(pix, apply)
+def _transform_in_place(xy: np.ndarray, t: Affine) -> np.ndarray:
+    """t * (col, row), computed as t.a * x + t.b * y + t.c, in place: no copy of the vertices."""
+    x = xy[:, 0].copy() if t.d else None
+    xy[:, 0] *= t.a
+    if t.b:
+        xy[:, 0] += t.b * xy[:, 1]
+    xy[:, 0] += t.c
+    xy[:, 1] *= t.e
+    if x is not None:
+        xy[:, 1] += t.d * x
+    xy[:, 1] += t.f
+    return xy
 
 
 class _Writer:
@@ -347,18 +485,51 @@ class _Writer:
         self._buf_bytes = 0
 
     def add(self, pix: np.ndarray, cls: int) -> None:
+        """Buffer features; a full buffer is written on the next call, when the caller has
+        let go of the previous geometries (one region can be hundreds of MB)."""
         if len(pix) == 0:
             return
+        if self._buf_n >= _FLUSH_FEATURES or self._buf_bytes >= _FLUSH_BYTES:
+            self.flush()
         area = self.areas(pix)
-        geoms = _to_crs(pix, self.transform)
-        if self.tolerance > 0:
-            geoms = shapely.simplify(geoms, self.tolerance, preserve_topology=True)
-        wkb = shapely.to_wkb(geoms)
+        wkb = shapely.to_wkb(self._in_crs(pix))  # the CRS copy is freed at once
         self._buf.append((wkb, np.full(len(wkb), cls, dtype=np.int32), area))
         self._buf_n += len(wkb)
         self._buf_bytes += sum(len(b) for b in wkb)
+
+    def add_regions(self, regions: _Regions, cls: int, min_px: int) -> None:
+        """Regions merged across seams; a region with millions of hole vertices is written
+        ring by ring, so its pixel-space polygon is never built whole."""
+        large = np.array([len(h.coords) >= LARGE_REGION_VERTICES for h in regions.holes], bool)
+        if self.tolerance > 0:  # topology-preserving simplification needs the whole polygon
+            large[:] = False
+        self.add(_keep_large(regions.take(~large).assemble(), min_px), cls)
+        for i in np.flatnonzero(large):
+            self._add_large(regions.shells[i], regions.holes[i], cls, min_px)
+
+    def _add_large(self, shell: shapely.Polygon, holes: _Holes, cls: int, min_px: int) -> None:
+        chunks = _ring_chunks(holes.lengths)
+        pixels = float(shapely.area(shell)) - sum(
+            float(shapely.area(_hole_polygons(holes, a, b)).sum()) for a, b in chunks
+        )
+        if min_px > 1 and pixels < min_px:
+            return
+        area = float(self.areas(np.array([shell]))[0]) - sum(
+            float(self.areas(_hole_polygons(holes, a, b)).sum()) for a, b in chunks
+        )
         if self._buf_n >= _FLUSH_FEATURES or self._buf_bytes >= _FLUSH_BYTES:
             self.flush()
+        wkb = _polygon_wkb(shell, holes, chunks, self.transform)
+        self._buf.append((np.array([wkb], dtype=object), np.array([cls], np.int32),
+                          np.array([area])))
+        self._buf_n += 1
+        self._buf_bytes += len(wkb)
+
+    def _in_crs(self, pix: np.ndarray) -> np.ndarray:
+        geoms = _to_crs(pix, self.transform)
+        if self.tolerance > 0:
+            geoms = shapely.simplify(geoms, self.tolerance, preserve_topology=True)
+        return geoms
 
     def flush(self) -> None:
         if not self._buf and self.created:
@@ -380,6 +551,39 @@ class _Writer:
     def close(self) -> int:
         self.flush()
         return self.count
+
+
+def _ring_chunks(lengths: np.ndarray) -> list[tuple[int, int]]:
+    """Split rings into runs of about RING_CHUNK_VERTICES vertices: (first, last) indices."""
+    budget = RING_CHUNK_VERTICES
+    ends = np.cumsum(lengths)
+    cuts = np.searchsorted(ends, np.arange(budget, int(ends[-1]) if len(ends) else 0, budget))
+    bounds = np.unique(np.r_[0, cuts + 1, len(lengths)].clip(0, len(lengths)))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def _polygon_wkb(shell: shapely.Polygon, holes: _Holes, chunks: list[tuple[int, int]],
+                 t: Affine) -> bytes:
+    """ISO WKB (little-endian, 2D) of shell + holes in CRS coordinates, a chunk of rings at a
+    time: byte for byte what shapely.to_wkb gives for the whole polygon."""
+    outer = _transform_in_place(shapely.get_coordinates(shell), t).astype("<f8", copy=False)
+    parts = [struct.pack("<BII", 1, 3, 1 + len(holes.lengths)),
+             struct.pack("<I", len(outer)), outer.tobytes()]
+    ends = np.cumsum(holes.lengths)
+    for first, last in chunks:
+        start = int(ends[first] - holes.lengths[first])
+        xy = holes.coords[start : int(ends[last - 1])].astype("<f8")
+        _transform_in_place(xy, t)
+        buf = bytearray()
+        offsets = (ends[first:last] - start).tolist()
+        prev = 0
+        for end in offsets:
+            buf += struct.pack("<I", end - prev)
+            buf += xy[prev:end].tobytes()
+            prev = end
+        parts.append(bytes(buf))
+        del buf, xy
+    return b"".join(parts)
 
 
 def _crs_string(crs: rasterio.crs.CRS | None) -> str | None:

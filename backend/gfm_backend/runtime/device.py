@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import GfmError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    import torch  # here, so that the ONNX path never loads torch
+
     if name not in DEVICES and not name.startswith("cuda:"):
         raise GfmError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
     if name == "auto":
@@ -21,5 +26,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
+        import torch
+
         return f"CUDA: {torch.cuda.get_device_name(device)}"
     return "CPU"

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 import rasterio
-import torch
-import torch.nn.functional as F
 from rasterio.windows import Window
 
 from ..atomic import staging_dir
@@ -100,6 +98,9 @@ def _resize_probs(probs: np.ndarray, size: int) -> np.ndarray:
     """Model-resolution probabilities back to the raster's pixel grid."""
     if probs.shape[-1] == size:
         return probs
+    import torch  # only when resampling: the ONNX path otherwise never loads torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(probs)
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False).numpy()
 
@@ -120,6 +121,7 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
                 report = _segment(ds, spec, predictor, params, stage, progress.span(0, 0.9))
             else:
                 report = _classify_scenes(ds, spec, predictor, params, stage, progress.span(0, 0.9))
+            del predictor  # the network's memory is free for vectorizing
             write_category_names(stage / CLASSES_TIF, spec.classes)
             write_raster_qml(stage / "classes.qml", spec.classes)
             write_confidence_qml(stage / "confidence.qml")

@@ -14,6 +14,7 @@ from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.transform import Affine
 
+from gfm_backend.data import vectorize
 from gfm_backend.data.vectorize import vectorize_classes
 from gfm_backend.errors import Cancelled, InputError
 from gfm_backend.package import default_classes
@@ -113,6 +114,56 @@ def test_random_classes_blocked_equal_unblocked(tmp_path: Path) -> None:
     assert n == len(b["geom"])
     assert as_set(a) == as_set(b)
     assert a["area_m2"].sum() == pytest.approx((arr != 255).sum() * 0.25)
+
+
+def test_region_with_holes_across_seams_is_one_feature_with_every_hole(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    arr = np.zeros((300, 300), np.uint8)
+    specks = rng.random((100, 100)) < 0.3
+    arr[1::3, 1::3][specks] = 1  # isolated pixels: every one a hole in class 0's one region
+    arr[151:159, :] = 2  # a bar across the raster splits class 0 ...
+    arr[151:159, 200:202] = 0  # ... except for a bridge, so the two halves stay one region
+    src = write_tif(tmp_path / "c.tif", arr)
+
+    n = vectorize_classes(src, tmp_path / "a.gpkg", CLASSES, block_size=64)
+    whole = vectorize_classes(src, tmp_path / "b.gpkg", CLASSES, block_size=1000)
+
+    a = read(tmp_path / "a.gpkg")
+    assert n == whole
+    assert as_set(a) == as_set(read(tmp_path / "b.gpkg"))
+    background = a["geom"][a["class_id"] == 0]
+    assert len(background) == 1
+    assert shapely.get_num_interior_rings(background[0]) == (arr == 1).sum()
+    assert a["area_m2"][a["class_id"] == 0][0] == (arr == 0).sum() * 0.25
+    assert shapely.is_valid(a["geom"]).all()
+
+
+@pytest.mark.parametrize("crs", [UTM, "EPSG:4326"])
+def test_large_regions_written_ring_by_ring_match_the_whole_polygon(tmp_path: Path, monkeypatch,
+                                                                     crs: str) -> None:
+    rng = np.random.default_rng(4)
+    arr = np.zeros((200, 200), np.uint8)
+    arr[1::3, 1::3][rng.random((67, 67)) < 0.4] = 1
+    arr[rng.random(arr.shape) < 0.02] = 2
+    transform = origin(10.0, 50.0, 1e-5) if crs != UTM else None
+    src = write_tif(tmp_path / "c.tif", arr, crs=crs, transform=transform)
+    vectorize_classes(src, tmp_path / "whole.gpkg", CLASSES, block_size=64)
+    monkeypatch.setattr(vectorize, "LARGE_REGION_VERTICES", 1)  # every region with holes
+    monkeypatch.setattr(vectorize, "RING_CHUNK_VERTICES", 50)  # many chunks per region
+
+    vectorize_classes(src, tmp_path / "rings.gpkg", CLASSES, block_size=64)
+
+    def by_wkb(path: Path) -> dict[bytes, tuple[int, float]]:
+        _, _, wkb, fields = pyogrio.raw.read(path, layer="polygons")
+        return {bytes(w): (int(c), float(a)) for w, c, a in zip(wkb, fields[0], fields[2],
+                                                                   strict=True)}
+
+    whole, rings = by_wkb(tmp_path / "whole.gpkg"), by_wkb(tmp_path / "rings.gpkg")
+    assert whole.keys() == rings.keys()  # byte for byte the same geometries
+    assert max(shapely.get_num_interior_rings(shapely.from_wkb(list(whole)))) > 100
+    for key, (cls, area) in whole.items():
+        assert rings[key][0] == cls
+        assert rings[key][1] == pytest.approx(area, rel=1e-12)
 
 
 def test_nodata_makes_no_polygons(tmp_path: Path) -> None:

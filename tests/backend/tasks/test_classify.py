@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pyogrio
@@ -77,6 +79,19 @@ def test_onnx_agrees_with_torch(classified, scene_files, tiny_model, tmp_path):
         agree = (a.read(1) == b.read(1)).mean()
     assert agree >= 0.99
     assert not (tmp_path / "polygons.gpkg").exists()
+
+
+def test_onnx_runtime_never_loads_torch(scene_files, tiny_model, tmp_path):
+    """torch alone is ~0.5 GB resident: an ONNX classify must not pay for it."""
+    code = (
+        "import sys; from gfm_backend.cli import main; "
+        f"rc = main(['--quiet', 'classify', {str(scene_files['raster'])!r}, '--model', "
+        f"{str(tiny_model)!r}, '--out', {str(tmp_path / 'out')!r}, '--runtime', 'onnx']); "
+        "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "out" / "polygons.gpkg").exists()
 
 
 def test_nodata_and_resampling(tmp_path, scene, tiny_model):
