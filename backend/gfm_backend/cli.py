@@ -157,6 +157,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=128, help="pretrain: images per step")
     p.add_argument("--steps", type=int, default=10, help="pretrain: timed steps")
     p.add_argument("--no-teacher", action="store_true", help="pretrain: MIM only")
+    p.add_argument("--pile", type=Path, help="pretrain: read chips from this GeoPile (and time "
+                   "the loader alone); default: synthetic chips on the device")
+    p.add_argument("--attention", choices=("auto", "eager", "sdpa"), default="auto",
+                   help="pretrain: window attention path (auto: sdpa on CUDA)")
+    p.add_argument("--compile-blocks", action="store_true",
+                   help="pretrain: torch.compile each Swin block; reports the warm-up time")
     p.add_argument("--device", default=None, help="default: cpu for classify, auto for pretrain")
 
 
@@ -165,7 +171,8 @@ def _run_bench(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
     if a.what == "pretrain":
         return bench_pretrain(a.config, batch=a.batch, steps=a.steps, device=a.device or "auto",
-                              teacher=not a.no_teacher, progress=progress)
+                              teacher=not a.no_teacher, attention=a.attention,
+                              compile_blocks=a.compile_blocks, pile=a.pile, progress=progress)
     return bench_classify(a.out, size=a.size, configs=a.configs, runtimes=a.runtimes,
                           device=a.device or "cpu", progress=progress)
 

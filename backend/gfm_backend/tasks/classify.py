@@ -114,7 +114,9 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
     # so a small cache keeps memory flat whatever the raster's size.
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(params.raster) as ds:
         check_bands(ds, spec, params.raster)
+        t_load = time.perf_counter()
         predictor = make_predictor(params.model, spec, params.runtime, params.device)
+        load_s = time.perf_counter() - t_load
         log.info("classifying %s with %s", params.raster, predictor.description)
         with staging_dir(Path(params.out), last=(REPORT_JSON,)) as stage:
             if spec.task == "segmentation":
@@ -122,6 +124,7 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
             else:
                 report = _classify_scenes(ds, spec, predictor, params, stage, progress.span(0, 0.9))
             del predictor  # the network's memory is free for vectorizing
+            report["timings_s"]["load_model"] = load_s
             write_category_names(stage / CLASSES_TIF, spec.classes)
             write_raster_qml(stage / "classes.qml", spec.classes)
             write_confidence_qml(stage / "confidence.qml")

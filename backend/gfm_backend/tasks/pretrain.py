@@ -36,6 +36,7 @@ from ..training.checkpoint import (
 )
 from ..training.distributed import DistContext, all_mean, barrier, init_distributed, shutdown
 from ..training.optim import GRAD_CLIP_NORM, WarmupCosineSchedule, build_optimizer, linear_scaled_lrs
+from ..training.speed import compile_blocks, resolve_attention, set_attention
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
@@ -59,6 +60,8 @@ class PretrainParams:
     seed: int = 0
     record_chips: bool = False  # write each rank's chip indices (multi-process checks)
     bf16: bool | None = None  # autocast; default: on for CUDA
+    attention: str = "auto"  # window attention: eager, sdpa (fused), auto = sdpa on CUDA
+    compile_blocks: bool = False  # torch.compile each Swin block (minutes of warm-up)
 
     def __post_init__(self) -> None:
         self.pile_dir, self.out = Path(self.pile_dir), Path(self.out)
@@ -121,6 +124,7 @@ def _pretrain(params: PretrainParams, ctx: DistContext, progress: Progress) -> d
     torch.manual_seed(params.seed)
     model = build_pretrainer(params.config, teacher=teacher).to(ctx.device)
     model.train()
+    set_attention(model, resolve_attention(params.attention, ctx.device))
     lrs = linear_scaled_lrs(params.batch * ctx.world)
     total, warmup = _schedule(params, steps_per_epoch)
     optimizer = build_optimizer(model, lr=lrs.base)
@@ -145,6 +149,8 @@ def _pretrain(params: PretrainParams, ctx: DistContext, progress: Progress) -> d
                       generator)
         log.info("resuming %s at step %d (epoch %d, batch %d)", run_dir, step, epoch, start)
 
+    if params.compile_blocks:  # after loading: compiled blocks keep their state-dict keys
+        compile_blocks(model)
     net = model
     if ctx.distributed:
         net = DistributedDataParallel(model, device_ids=[ctx.device.index] if

@@ -26,6 +26,10 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attention", choices=("auto", "eager", "sdpa"), default="auto",
+                   help="window attention: eager, or sdpa (fused); auto: sdpa on CUDA")
+    p.add_argument("--compile-blocks", action="store_true",
+                   help="torch.compile each Swin block (faster steps after minutes of warm-up)")
     p.add_argument("--record-chips", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -36,7 +40,8 @@ def run_pretrain(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         pile_dir=a.pile_dir, out=a.out, teacher=a.teacher, config=a.config, batch=a.batch,
         epochs=a.epochs, max_steps=a.max_steps, warmup_epochs=a.warmup_epochs, resume=a.resume,
         device=a.device, checkpoint_every=a.checkpoint_every, log_every=a.log_every, seed=a.seed,
-        record_chips=a.record_chips), progress)
+        record_chips=a.record_chips, attention=a.attention, compile_blocks=a.compile_blocks),
+        progress)
 
 
 def add_export_encoder(sub: argparse._SubParsersAction) -> None:

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import pytest
+
+from gfm_backend.data.synthetic import make_scene, write_scene
+from gfm_backend.errors import InputError
 from gfm_backend.tasks.bench import bench_pretrain
+from gfm_backend.tasks.geopile import GeopileParams, build_geopile
 
 
 def test_bench_pretrain_reports_throughput_and_flops():
     r = bench_pretrain("tiny", batch=2, steps=1, warmup=0, device="cpu")
     assert r["images_per_s"] > 0 and r["gflop_per_image"] > 0 and r["achieved_tflop_s"] > 0
+
+
+def test_bench_pretrain_from_a_geopile_times_the_loader_alone(tmp_path):
+    (tmp_path / "src").mkdir()
+    write_scene(make_scene(768, seed=3), tmp_path / "src" / "scene.tif")  # 16 chips
+    build_geopile(GeopileParams(tmp_path / "src", tmp_path / "pile"))
+
+    r = bench_pretrain("tiny", batch=4, steps=2, warmup=0, device="cpu", teacher=False,
+                       attention="sdpa", pile=tmp_path / "pile")
+
+    assert r["data"] == str(tmp_path / "pile") and r["attention"] == "sdpa"
+    assert r["images_per_s"] > 0 and r["loader_images_per_s"] > r["images_per_s"]
+    with pytest.raises(InputError, match="at least 64 chips"):
+        bench_pretrain("tiny", batch=64, steps=1, device="cpu", pile=tmp_path / "pile")

@@ -89,12 +89,15 @@ def test_teacher_distillation_and_encoder_export(pile, tiny_teacher, tmp_path):
     assert load_encoder(run / "checkpoints" / latest / "model.safetensors").config == enc.config
 
 
-def test_bf16_autocast_path_runs_on_cpu(pile, tmp_path):
-    """The CUDA path's bf16 autocast, exercised on the CPU: finite losses, fp32 weights."""
+def test_cuda_settings_run_on_cpu(pile, tmp_path):
+    """The CUDA path's bf16 autocast and fused attention, exercised on the CPU: finite
+    losses, fp32 weights."""
     run = tmp_path / "bf16"
-    pretrain(PretrainParams(pile, run, teacher="none", max_steps=2, bf16=True, **QUICK))
+    pretrain(PretrainParams(pile, run, teacher="none", max_steps=2, bf16=True, attention="sdpa",
+                            **QUICK))
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < r["loss"] < 10 for r in rows)
+    assert json.loads((run / "run.json").read_text())["params"]["attention"] == "sdpa"
     assert all(v.dtype == torch.float32 for v in weights(run).values() if v.is_floating_point())
 
 
