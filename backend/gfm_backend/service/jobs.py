@@ -303,7 +303,8 @@ def run_pretrain(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
         pile_dir=p["pile_dir"], out=p["out"], teacher=p["teacher"], config=p["config"],
         batch=p["batch"], epochs=p["epochs"], max_steps=p["max_steps"],
         warmup_epochs=p["warmup_epochs"], resume=p["resume"], device=p["device"],
-        checkpoint_every=p["checkpoint_every"], log_every=p["log_every"], seed=p["seed"]), progress)
+        checkpoint_every=p["checkpoint_every"], log_every=p["log_every"], seed=p["seed"],
+        attention=p["attention"], compile_blocks=p["compile_blocks"]), progress)
     return {"out": p["out"], "files": _files(p["out"])} | result
 
 
@@ -326,5 +327,9 @@ PRETRAIN = register(JobType(
         Field("checkpoint_every", "int", default=500, minimum=1, help="steps between checkpoints"),
         Field("log_every", "int", default=10, minimum=1),
         Field("seed", "int", default=0),
+        Field("attention", "str", default="auto", choices=("auto", "eager", "sdpa"),
+              help="window attention: sdpa is the fused path; auto picks it on CUDA"),
+        Field("compile_blocks", "bool", default=False,
+              help="torch.compile each Swin block (minutes of warm-up)"),
     ),
 ))
