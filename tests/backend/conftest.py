@@ -14,6 +14,18 @@ from gfm_backend.data.synthetic import (
 )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny shapes: on a busy 2-core machine one thread is ~30x faster than two (no
+    OpenMP hand-offs between cores that other processes hold)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def scene():
     return make_scene(size=256, seed=11)

@@ -31,14 +31,7 @@ TINY = CONFIGS["tiny"]
 LOSSES = ("loss", "loss_mim", "loss_distill")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny shapes: on a busy 2-core machine one thread is ~30x faster than two (no
-    OpenMP hand-offs between cores that other processes hold)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def batch(config=TINY, n: int = 2, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

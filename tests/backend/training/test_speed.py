@@ -18,12 +18,7 @@ from ..models.test_pretrainer import LOSSES, assert_losses_close, batch
 TINY = CONFIGS["tiny"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_auto_attention_is_fused_on_cuda_only() -> None:
