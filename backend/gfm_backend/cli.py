@@ -153,6 +153,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=4096, help="classify: raster width and height (px)")
     p.add_argument("--configs", nargs="+", default=["tiny", "base"], help="classify: encoders")
     p.add_argument("--runtimes", nargs="+", default=["torch", "onnx"], help="classify: runtimes")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="classify: runs of each side, the best counts (noisy machines)")
     p.add_argument("--config", default="base", help="pretrain: encoder config")
     p.add_argument("--batch", type=int, default=128, help="pretrain: images per step")
     p.add_argument("--steps", type=int, default=10, help="pretrain: timed steps")
@@ -174,7 +176,7 @@ def _run_bench(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                               teacher=not a.no_teacher, attention=a.attention,
                               compile_blocks=a.compile_blocks, pile=a.pile, progress=progress)
     return bench_classify(a.out, size=a.size, configs=a.configs, runtimes=a.runtimes,
-                          device=a.device or "cpu", progress=progress)
+                          device=a.device or "cpu", repeat=a.repeat, progress=progress)
 
 
 COMMANDS = {

@@ -142,8 +142,13 @@ def read_window(
     masks = ds.read_masks(bands, window=inner)
     valid[r0 : r0 + ih, c0 : c0 + iw] = masks.any(axis=0)
     if out_size is not None and (h, w) != (out_size, out_size):
-        raw = _resample(raw, out_size, Resampling.bilinear)
+        raw = resample_bands(raw, out_size)
     return raw, valid
+
+
+def resample_bands(arr: np.ndarray, size: int) -> np.ndarray:
+    """A (bands, h, w) window resampled bilinearly to (bands, size, size)."""
+    return _resample(arr, size, Resampling.bilinear)
 
 
 def _resample(arr: np.ndarray, size: int, method: Resampling) -> np.ndarray:

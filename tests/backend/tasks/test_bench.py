@@ -6,7 +6,7 @@ import pytest
 
 from gfm_backend.data.synthetic import make_scene, write_scene
 from gfm_backend.errors import InputError
-from gfm_backend.tasks.bench import bench_pretrain
+from gfm_backend.tasks.bench import bench_classify, bench_pretrain
 from gfm_backend.tasks.geopile import GeopileParams, build_geopile
 
 
@@ -27,3 +27,14 @@ def test_bench_pretrain_from_a_geopile_times_the_loader_alone(tmp_path):
     assert r["images_per_s"] > 0 and r["loader_images_per_s"] > r["images_per_s"]
     with pytest.raises(InputError, match="at least 64 chips"):
         bench_pretrain("tiny", batch=64, steps=1, device="cpu", pile=tmp_path / "pile")
+
+
+def test_bench_classify_runs_real_classify_and_the_network_alone(tmp_path):
+    r = bench_classify(tmp_path, size=300, configs=["tiny"], runtimes=["onnx"], repeat=2)
+
+    (row,) = r["results"]
+    assert row["repeat"] == 2 and row["tiles"] > 1
+    assert row["end_to_end_mpix_s"] > 0 and row["model_only_mpix_s"] > 0 and row["ratio"] > 0
+    assert row["load_model_s"] >= 0 and row["peak_rss_mb"] > 0
+    assert (tmp_path / "bench_classify.json").exists()
+    assert (tmp_path / "classified_tiny_onnx" / "polygons.gpkg").exists()
