@@ -146,13 +146,9 @@ def read_window(
     return raw, valid
 
 
-def resample_bands(arr: np.ndarray, size: int) -> np.ndarray:
-    """A (bands, h, w) window resampled bilinearly to (bands, size, size)."""
-    return _resample(arr, size, Resampling.bilinear)
-
-
-def _resample(arr: np.ndarray, size: int, method: Resampling) -> np.ndarray:
-    """Resample a (bands, h, w) array in memory through GDAL's warper."""
+def resample_bands(arr: np.ndarray, size: int,
+                   method: Resampling = Resampling.bilinear) -> np.ndarray:
+    """Resample a (bands, h, w) array to (bands, size, size) in memory, through GDAL's warper."""
     from rasterio.transform import Affine
     from rasterio.warp import reproject
 

@@ -54,6 +54,7 @@ _FLUSH_BYTES = 64 * 2**20
 # _Writer.add_regions); below it, building the whole polygon in GEOS is cheap.
 LARGE_REGION_VERTICES = 1_000_000
 RING_CHUNK_VERTICES = 1 << 20  # holes converted and encoded at a time
+_RingChunk = tuple[int, int, int, int]  # first ring, end ring, first vertex, end vertex
 
 
 def vectorize_classes(
@@ -298,14 +299,13 @@ def _with_holes(shell: shapely.Polygon, holes: _Holes) -> shapely.Polygon:
     )[0]
 
 
-def _hole_polygons(holes: _Holes, first: int, last: int) -> np.ndarray:
-    """Holes `first`..`last - 1` as polygons of their own (pixel coordinates)."""
-    ends = np.cumsum(holes.lengths)
-    start = int(ends[first] - holes.lengths[first])
-    ring_off = np.r_[0, ends[first:last] - start]
-    coords = holes.coords[start : int(ends[last - 1])].astype(np.float64)
+def _hole_polygons(holes: _Holes, chunk: _RingChunk) -> np.ndarray:
+    """One chunk of holes as polygons of their own (pixel coordinates)."""
+    first, last, v0, v1 = chunk
+    ring_off = np.r_[0, np.cumsum(holes.lengths[first:last])]
     return shapely.from_ragged_array(
-        shapely.GeometryType.POLYGON, coords, (ring_off, np.arange(last - first + 1))
+        shapely.GeometryType.POLYGON, holes.coords[v0:v1].astype(np.float64),
+        (ring_off, np.arange(last - first + 1)),
     )
 
 
@@ -485,17 +485,10 @@ class _Writer:
         self._buf_bytes = 0
 
     def add(self, pix: np.ndarray, cls: int) -> None:
-        """Buffer features; a full buffer is written on the next call, when the caller has
-        let go of the previous geometries (one region can be hundreds of MB)."""
         if len(pix) == 0:
             return
-        if self._buf_n >= _FLUSH_FEATURES or self._buf_bytes >= _FLUSH_BYTES:
-            self.flush()
         area = self.areas(pix)
-        wkb = shapely.to_wkb(self._in_crs(pix))  # the CRS copy is freed at once
-        self._buf.append((wkb, np.full(len(wkb), cls, dtype=np.int32), area))
-        self._buf_n += len(wkb)
-        self._buf_bytes += sum(len(b) for b in wkb)
+        self._buffer(shapely.to_wkb(self._in_crs(pix)), cls, area)  # the CRS copy is freed
 
     def add_regions(self, regions: _Regions, cls: int, min_px: int) -> None:
         """Regions merged across seams; a region with millions of hole vertices is written
@@ -509,21 +502,25 @@ class _Writer:
 
     def _add_large(self, shell: shapely.Polygon, holes: _Holes, cls: int, min_px: int) -> None:
         chunks = _ring_chunks(holes.lengths)
-        pixels = float(shapely.area(shell)) - sum(
-            float(shapely.area(_hole_polygons(holes, a, b)).sum()) for a, b in chunks
-        )
+        pixels = float(shapely.area(shell))
+        area = float(self.areas(np.array([shell]))[0])
+        for chunk in chunks:
+            hole_polygons = _hole_polygons(holes, chunk)
+            pixels -= float(shapely.area(hole_polygons).sum())
+            area -= float(self.areas(hole_polygons).sum())
         if min_px > 1 and pixels < min_px:
             return
-        area = float(self.areas(np.array([shell]))[0]) - sum(
-            float(self.areas(_hole_polygons(holes, a, b)).sum()) for a, b in chunks
-        )
+        wkb = _polygon_wkb(shell, holes, chunks, self.transform)
+        self._buffer(np.array([wkb], dtype=object), cls, np.array([area]))
+
+    def _buffer(self, wkb: np.ndarray, cls: int, area: np.ndarray) -> None:
+        """A full buffer is written first, when the caller has let go of the geometries
+        behind it (one region can be hundreds of MB), so they never coexist with OGR's copy."""
         if self._buf_n >= _FLUSH_FEATURES or self._buf_bytes >= _FLUSH_BYTES:
             self.flush()
-        wkb = _polygon_wkb(shell, holes, chunks, self.transform)
-        self._buf.append((np.array([wkb], dtype=object), np.array([cls], np.int32),
-                          np.array([area])))
-        self._buf_n += 1
-        self._buf_bytes += len(wkb)
+        self._buf.append((wkb, np.full(len(wkb), cls, dtype=np.int32), area))
+        self._buf_n += len(wkb)
+        self._buf_bytes += sum(len(b) for b in wkb)
 
     def _in_crs(self, pix: np.ndarray) -> np.ndarray:
         geoms = _to_crs(pix, self.transform)
@@ -553,34 +550,32 @@ class _Writer:
         return self.count
 
 
-def _ring_chunks(lengths: np.ndarray) -> list[tuple[int, int]]:
-    """Split rings into runs of about RING_CHUNK_VERTICES vertices: (first, last) indices."""
-    budget = RING_CHUNK_VERTICES
-    ends = np.cumsum(lengths)
-    cuts = np.searchsorted(ends, np.arange(budget, int(ends[-1]) if len(ends) else 0, budget))
+def _ring_chunks(lengths: np.ndarray) -> list[_RingChunk]:
+    """Split rings into runs of about RING_CHUNK_VERTICES vertices: (first ring, end ring,
+    first vertex, end vertex) each."""
+    ends = np.r_[0, np.cumsum(lengths)]
+    cuts = np.searchsorted(ends[1:], np.arange(RING_CHUNK_VERTICES, int(ends[-1]),
+                                               RING_CHUNK_VERTICES))
     bounds = np.unique(np.r_[0, cuts + 1, len(lengths)].clip(0, len(lengths)))
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    return [(int(a), int(b), int(ends[a]), int(ends[b]))
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-def _polygon_wkb(shell: shapely.Polygon, holes: _Holes, chunks: list[tuple[int, int]],
+def _polygon_wkb(shell: shapely.Polygon, holes: _Holes, chunks: list[_RingChunk],
                  t: Affine) -> bytes:
     """ISO WKB (little-endian, 2D) of shell + holes in CRS coordinates, a chunk of rings at a
     time: byte for byte what shapely.to_wkb gives for the whole polygon."""
     outer = _transform_in_place(shapely.get_coordinates(shell), t).astype("<f8", copy=False)
     parts = [struct.pack("<BII", 1, 3, 1 + len(holes.lengths)),
              struct.pack("<I", len(outer)), outer.tobytes()]
-    ends = np.cumsum(holes.lengths)
-    for first, last in chunks:
-        start = int(ends[first] - holes.lengths[first])
-        xy = holes.coords[start : int(ends[last - 1])].astype("<f8")
-        _transform_in_place(xy, t)
+    for first, last, v0, v1 in chunks:
+        xy = _transform_in_place(holes.coords[v0:v1].astype("<f8"), t)
         buf = bytearray()
-        offsets = (ends[first:last] - start).tolist()
         prev = 0
-        for end in offsets:
-            buf += struct.pack("<I", end - prev)
-            buf += xy[prev:end].tobytes()
-            prev = end
+        for n in holes.lengths[first:last].tolist():
+            buf += struct.pack("<I", n)
+            buf += xy[prev : prev + n].tobytes()
+            prev += n
         parts.append(bytes(buf))
         del buf, xy
     return b"".join(parts)

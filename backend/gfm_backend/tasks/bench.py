@@ -177,6 +177,7 @@ def bench_pretrain(config: str = "base", batch: int = 128, steps: int = 10, warm
     progress = progress or silent()
     dev = resolve_device(device)
     cfg = CONFIGS[config]
+    geopile = _open_pile(pile, batch, cfg.img_size) if pile is not None else None  # fail early
     teacher_net = build_encoder(teacher_config(cfg)) if teacher else None
     model = build_pretrainer(config, teacher=teacher_net).to(dev).train()
     attention = resolve_attention(attention, dev)
@@ -184,7 +185,11 @@ def bench_pretrain(config: str = "base", batch: int = 128, steps: int = 10, warm
     optimizer = build_optimizer(model, lr=1e-4)
     gen = torch.Generator(device=dev)
     gen.manual_seed(0)
-    chips = _chip_source(pile, batch, cfg.img_size, dev, gen)
+    if geopile is not None:
+        chips = _pile_chips(geopile, batch, dev)
+    else:  # one synthetic batch, already on the device
+        chips = itertools.repeat(torch.randint(0, 256, (batch, 3, cfg.img_size, cfg.img_size),
+                                               dtype=torch.uint8, device=dev, generator=gen))
     masks = MaskGenerator(input_size=cfg.img_size)
     bf16 = dev.type == "cuda"
 
@@ -235,43 +240,39 @@ def bench_pretrain(config: str = "base", batch: int = 128, steps: int = 10, warm
     }
     if compile_s is not None:
         result["compile_s"] = round(compile_s, 1)
-    if pile is not None:
-        result["loader_images_per_s"] = round(_loader_rate(pile, batch, steps, dev), 2)
+    if geopile is not None:
+        result["loader_images_per_s"] = round(_loader_rate(geopile, batch, steps, dev), 2)
     if dev.type == "cuda":
         result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
         result["gpu"] = torch.cuda.get_device_name(dev)
     return result
 
 
-def _chip_source(pile: Path | None, batch: int, img_size: int, dev, gen) -> Iterator:
-    """uint8 chip batches on the device: from a GeoPile (as `gfm pretrain` reads them, epoch
-    after epoch) or one synthetic batch repeated."""
-    import torch
-
-    if pile is None:
-        chips = torch.randint(0, 256, (batch, 3, img_size, img_size), dtype=torch.uint8,
-                              device=dev, generator=gen)
-        return itertools.repeat(chips)
+def _open_pile(pile: Path, batch: int, img_size: int) -> Any:
+    """The GeoPile, checked to hold at least one batch of large enough chips."""
     from ..data.geopile_reader import GeoPile
 
     geopile = GeoPile(pile)
     if geopile.chip_size < img_size or geopile.steps_per_epoch(batch) < 1:
         raise InputError(pile, f"needs at least {batch} chips of {img_size} px or more "
                          f"(has {len(geopile)} of {geopile.chip_size} px)")
-
-    def batches() -> Iterator:
-        for epoch in itertools.count():
-            for b in geopile.batches(batch, epoch=epoch, prefetch=2):
-                yield torch.from_numpy(b.images).to(dev, non_blocking=True)
-
-    return batches()
+    return geopile
 
 
-def _loader_rate(pile: Path, batch: int, steps: int, dev) -> float:
+def _pile_chips(geopile: Any, batch: int, dev) -> Iterator:
+    """uint8 chip batches on the device, as `gfm pretrain` reads them, epoch after epoch."""
+    import torch
+
+    for epoch in itertools.count():
+        for b in geopile.batches(batch, epoch=epoch, prefetch=2):
+            yield torch.from_numpy(b.images).to(dev, non_blocking=True)
+
+
+def _loader_rate(geopile: Any, batch: int, steps: int, dev) -> float:
     """Images/s of the loader alone: GeoPile batches copied to the device, nothing else."""
     import torch
 
-    source = _chip_source(pile, batch, 0, dev, None)
+    source = _pile_chips(geopile, batch, dev)
     next(source)  # opens the shards and starts the prefetch thread
     t0 = time.perf_counter()
     for _ in range(steps):
