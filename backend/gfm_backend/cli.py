@@ -25,6 +25,8 @@ from .tasks.pretrain_cli import (  # noqa: E402
     run_pretrain,
 )
 
+OVERWRITE_HELP = "replace a previous output of this kind in --out (never anybody else's files)"
+
 
 def _terminal_progress(tty: bool, quiet: bool) -> tuple[Progress, Callable[[], None]]:
     """A tqdm bar on a terminal; elsewhere (logs, pipes) a line every 10 %."""
@@ -66,6 +68,7 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--simplify", type=float, default=0.0,
                    help="polygon simplification tolerance in CRS units (0: none)")
     p.add_argument("--no-polygons", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
 def _run_classify(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -74,7 +77,7 @@ def _run_classify(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return classify(ClassifyParams(
         raster=a.raster, model=a.model, out=a.out, runtime=a.runtime, device=a.device,
         batch_size=a.batch_size, min_area_m2=a.min_area_m2, simplify=a.simplify,
-        polygons=not a.no_polygons), progress)
+        polygons=not a.no_polygons, overwrite=a.overwrite), progress)
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
@@ -102,6 +105,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-onnx", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
 def _run_finetune(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -113,7 +117,7 @@ def _run_finetune(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         device=a.device, bands=a.bands, epochs=a.epochs, encoder_epochs=a.encoder_epochs,
         batch_size=a.batch_size, chips=a.chips, tile_size=a.tile_size, patience=a.patience,
         head_channels=a.head_channels,
-        seed=a.seed, onnx=not a.no_onnx), progress)
+        seed=a.seed, onnx=not a.no_onnx, overwrite=a.overwrite), progress)
     return {k: report[k] for k in ("classes", "split", "time_s")} | {
         "validation": {k: report["validation"][k] for k in ("overall_accuracy", "mean_iou")}}
 
@@ -122,12 +126,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the ONNX file of a model package")
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
     p.add_argument("--out", type=Path, help="default: MODEL_DIR/model.onnx")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
 
 
 def _run_export(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .tasks.export import export
 
-    return {"onnx": str(export(a.model_dir, a.out))}
+    return {"onnx": str(export(a.model_dir, a.out, a.overwrite))}
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

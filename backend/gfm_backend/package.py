@@ -8,6 +8,8 @@ QGIS tools such as Deepness read) so the ONNX file alone is enough to run the mo
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,48 @@ class ClassInfo:
     name: str
     color: str
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, int) or not isinstance(self.name, str) \
+                or not re.fullmatch(r"#[0-9a-fA-F]{6}", str(self.color)):
+            raise ValueError(f"classes: each class needs an integer id, a name and a colour "
+                             f"#rrggbb, got {self.id!r}, {self.name!r}, {self.color!r}")
+
     @property
     def rgb(self) -> tuple[int, int, int]:
         h = self.color.lstrip("#")
         return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+MAX_CLASSES = 255  # class rasters are uint8 with 255 for nodata
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_spec_numbers(spec: ModelSpec) -> None:
+    """The fields a wrong value of would give silent nonsense (all class 0, NaN confidence)."""
+    if (not isinstance(spec.bands, list | tuple) or not spec.bands
+            or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in spec.bands)):
+        raise ValueError(f"bands: give a list of 1-based band numbers, got {spec.bands!r}")
+    for name in ("scale_offset", "scale", "mean", "std"):
+        values = getattr(spec, name)
+        if (not isinstance(values, list | tuple) or len(values) != len(spec.bands)
+                or not all(_is_number(v) for v in values)):
+            raise ValueError(f"{name}: give {len(spec.bands)} finite numbers (one per band), "
+                             f"got {values!r}")
+    if any(v == 0 for v in spec.scale) or any(v <= 0 for v in spec.std):
+        raise ValueError("scale and std must be non-zero (std positive): a zero scale maps every "
+                         "pixel to the same value")
+    if spec.gsd_m is not None and not (_is_number(spec.gsd_m) and spec.gsd_m > 0):
+        raise ValueError(f"gsd_m: give a positive pixel size in metres (or null), got {spec.gsd_m!r}")
+    if not (isinstance(spec.tile_size, int) and 32 <= spec.tile_size <= 8192):
+        raise ValueError(f"tile_size: give whole pixels from 32 to 8192, got {spec.tile_size!r}")
+    if not (isinstance(spec.tile_overlap, int) and 0 <= spec.tile_overlap <= spec.tile_size // 2):
+        raise ValueError(f"tile_overlap: give whole pixels from 0 to half the tile, "
+                         f"got {spec.tile_overlap!r}")
+    if not isinstance(spec.encoder, dict) or not isinstance(spec.head, dict):
+        raise ValueError("encoder and head: give objects")
 
 
 @dataclass
@@ -62,11 +102,14 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+            raise ValueError(f"task: unknown task {self.task!r}; expected one of {TASKS}")
+        if not isinstance(self.classes, list | tuple) or not 1 <= len(self.classes) <= MAX_CLASSES:
+            raise ValueError(f"classes: give a list of 1 to {MAX_CLASSES} classes")
         self.classes = [c if isinstance(c, ClassInfo) else ClassInfo(**c) for c in self.classes]
         ids = [c.id for c in self.classes]
         if ids != list(range(len(ids))):
-            raise ValueError(f"class ids must be 0..{len(ids) - 1} in order, got {ids}")
+            raise ValueError(f"classes: class ids must be 0..{len(ids) - 1} in order, got {ids}")
+        _check_spec_numbers(self)
 
     @property
     def num_classes(self) -> int:
@@ -81,6 +124,8 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object with task, classes, bands..., got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -146,8 +191,10 @@ def read_spec(model_dir: Path) -> ModelSpec:
         raise InputError(model_dir, "not a model package (no model.json inside)")
     try:
         return ModelSpec.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(path, f"invalid model description: {exc}") from exc
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
 
 
 def write_spec(model_dir: Path, spec: ModelSpec) -> Path:

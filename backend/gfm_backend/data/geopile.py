@@ -161,8 +161,10 @@ def _read_rows(ds, info, lut, rows, cols, s) -> Iterator[tuple[Window, np.ndarra
     masked = not _all_valid(ds, ub)
     for r in rows:
         strip = Window(0, r, ds.width, s)
-        rgb = _to_rgb8(ds.read(ub, window=strip), info, lut)
+        raw = ds.read(ub, window=strip)
         valid = ds.read_masks(ub, window=strip).any(axis=0) if masked else None
+        valid = _and_finite(raw, valid)
+        rgb = _to_rgb8(raw, info, lut)
         for c in cols:
             chip = np.ascontiguousarray(rgb[:, :, c : c + s])
             yield Window(c, r, s, s), chip, None if valid is None else valid[:, c : c + s]
@@ -175,7 +177,18 @@ def _read_resized(ds, info, lut, win, s) -> Iterator[tuple[Window, np.ndarray, n
     valid = None
     if not _all_valid(ds, ub):
         valid = ds.read_masks(ub, window=win, out_shape=(len(ub), s, s)).any(axis=0)
+    valid = _and_finite(raw, valid)
     yield win, np.ascontiguousarray(_to_rgb8(raw, info, lut)), valid
+
+
+def _and_finite(raw: np.ndarray, valid: np.ndarray | None) -> np.ndarray | None:
+    """NaN and infinities are nodata even where no nodata value is declared."""
+    if not np.issubdtype(raw.dtype, np.floating):
+        return valid
+    finite = np.isfinite(raw).all(axis=0)
+    if finite.all():
+        return valid
+    return finite if valid is None else valid & finite
 
 
 def _to_rgb8(raw: np.ndarray, info: dict[str, Any], lut: np.ndarray | None) -> np.ndarray:

@@ -141,9 +141,21 @@ def read_window(
     raw[:, r0 : r0 + ih, c0 : c0 + iw] = ds.read(bands, window=inner)
     masks = ds.read_masks(bands, window=inner)
     valid[r0 : r0 + ih, c0 : c0 + iw] = masks.any(axis=0)
+    drop_non_finite(raw, valid)
     if out_size is not None and (h, w) != (out_size, out_size):
         raw = resample_bands(raw, out_size)
     return raw, valid
+
+
+def drop_non_finite(raw: np.ndarray, valid: np.ndarray) -> None:
+    """NaN and infinities are nodata, declared or not: masked out, and zeroed in place so
+    they never reach the network or a blend (one NaN spreads through a whole tile)."""
+    if not np.issubdtype(raw.dtype, np.floating):
+        return
+    finite = np.isfinite(raw).all(axis=0)
+    if not finite.all():
+        valid &= finite
+        raw[:, ~finite] = 0
 
 
 def resample_bands(arr: np.ndarray, size: int,

@@ -187,10 +187,25 @@ def create_app(service: ServiceState) -> FastAPI:
         """Check the params (files exist, rasters open, model known), then queue the job."""
         job_type = get_job_type(request.type)
         params = job_type.validate(request.params, lambda n: find_model(n, config.model_dirs))
+        _refuse_second_writer(job_type.writes(params))
         record = store.add(job_type.name, params, job_type.resource_for(params), job_type.resumable)
         dispatcher.note(record.id, f"queued {record.type} job with params {params}")
         dispatcher.wake()
         return JSONResponse(job_json(record), 201, headers={"Location": f"/jobs/{record.id}"})
+
+    def _refuse_second_writer(folder: str | None) -> None:
+        """Two jobs never write one folder: the second is refused (409), not queued."""
+        if folder is None:
+            return
+        for state in ("queued", "running"):
+            for other in store.list(state, None, 100_000):
+                try:
+                    if get_job_type(other.type).writes(other.params) == folder:
+                        raise HTTPException(409, f"params.out: {folder}: job {other.id} ({state}) "
+                                            "writes this folder; wait for it to end or choose "
+                                            "another output folder")
+                except JobTypeError:
+                    continue
 
     @api.get("/jobs/{job_id}", response_model=Job, tags=["jobs"])
     async def get_job(job_id: str) -> dict[str, Any]:

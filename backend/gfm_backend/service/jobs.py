@@ -19,8 +19,15 @@ from typing import Any
 
 from .. import __version__
 from ..errors import GfmError, InputError
+from ..outputs import CLASSIFY as CLASSIFY_OUTPUT
+from ..outputs import MODEL as MODEL_OUTPUT
+from ..outputs import PRETRAIN as PRETRAIN_OUTPUT
+from ..outputs import OutputKind, check_output_dir
 from ..progress import Progress
 from .params import Field, ModelResolver, ParamError, validate, vector_fields
+
+INPUT_KINDS = frozenset({"raster", "rasters", "vector", "path", "dir", "model"})
+OVERWRITE_HELP = "replace a previous output of this kind in out (never anybody else's files)"
 
 GPU, CPU = "gpu", "cpu"
 RESOURCES = (GPU, CPU)
@@ -47,6 +54,7 @@ class JobType:
     resumable: bool = False
     check: CheckFn | None = None
     help: str = ""
+    output: OutputKind | None = None  # the kind of folder `out` is (the output-folder rule)
 
     def __post_init__(self) -> None:
         if self.resumable and "resume" not in {f.name for f in self.fields}:
@@ -57,7 +65,28 @@ class JobType:
         clean = validate(self.fields, params, self.name, resolve_model)
         if self.check is not None:
             self.check(clean)
+        if self.output is not None:
+            self._check_output(clean)
         return clean
+
+    def _check_output(self, p: dict[str, Any]) -> None:
+        """The output-folder rule, before queueing: a 400 naming the folder, not a failed job."""
+        inputs: dict[str, Any] = {}
+        for f in self.fields:
+            if f.kind in INPUT_KINDS and p.get(f.name) is not None:
+                values = p[f.name] if isinstance(p[f.name], list) else [p[f.name]]
+                inputs |= {f"{f.name} {v}" if len(values) > 1 else f.name: v for v in values}
+        try:
+            check_output_dir(p["out"], self.output, bool(p.get("overwrite")), inputs,
+                             continuing=bool(p.get("resume")))
+        except InputError as exc:
+            raise ParamError("out", str(exc)) from exc
+
+    def writes(self, params: dict[str, Any]) -> str | None:
+        """The folder a job of this type writes, as a real path (for one-writer-at-a-time)."""
+        if self.output is None or not params.get("out"):
+            return None
+        return str(Path(params["out"]).resolve())
 
     def resource_for(self, params: dict[str, Any]) -> str:
         kind = self.resource(params) if callable(self.resource) else self.resource
@@ -140,7 +169,7 @@ def run_classify(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
     report = classify(ClassifyParams(
         raster=p["raster"], model=p["model"], out=p["out"], runtime=p["runtime"],
         device=p["device"], batch_size=p["batch_size"], min_area_m2=p["min_area"],
-        simplify=p["simplify"], polygons=not p["no_polygons"]), progress)
+        simplify=p["simplify"], polygons=not p["no_polygons"], overwrite=p["overwrite"]), progress)
     keep = ("predictor", "size", "crs", "warnings", "polygon_count", "class_pixels",
             "class_area_m2", "timings_s", "peak_rss_mb")
     return {"out": p["out"], "files": report["outputs"]} | {k: report[k] for k in keep if k in report}
@@ -148,6 +177,7 @@ def run_classify(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
 CLASSIFY = register(JobType(
     name="classify", run=run_classify, resource=_device_resource, check=_check_classify,
+    output=CLASSIFY_OUTPUT,
     help="classify a raster with a model package (gfm classify)",
     fields=(
         Field("raster", "raster", required=True, help="raster to classify"),
@@ -161,6 +191,7 @@ CLASSIFY = register(JobType(
         Field("simplify", "float", default=0.0, minimum=0,
               help="polygon simplification tolerance in CRS units (0: none)"),
         Field("no_polygons", "bool", default=False, negation="polygons"),
+        Field("overwrite", "bool", default=False, help=OVERWRITE_HELP),
     ),
 ))
 
@@ -190,7 +221,7 @@ def run_finetune(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
         device=p["device"], bands=p["bands"], epochs=p["epochs"],
         encoder_epochs=p["encoder_epochs"], batch_size=p["batch_size"], chips=p["chips"],
         tile_size=p["tile_size"], patience=p["patience"], head_channels=p["head_channels"],
-        seed=p["seed"], onnx=not p["no_onnx"]), progress)
+        seed=p["seed"], onnx=not p["no_onnx"], overwrite=p["overwrite"]), progress)
     return {"out": p["out"], "files": _files(p["out"]), "classes": report["classes"],
             "validation": {k: report["validation"][k] for k in ("overall_accuracy", "mean_iou")},
             "time_s": report["time_s"]}
@@ -198,6 +229,7 @@ def run_finetune(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
 FINETUNE = register(JobType(
     name="finetune", run=run_finetune, resource=_device_resource, check=_check_finetune,
+    output=MODEL_OUTPUT,
     help="train a model package on polygons drawn over rasters (gfm finetune)",
     fields=(
         Field("rasters", "rasters", required=True, aliases=("raster",),
@@ -220,25 +252,36 @@ FINETUNE = register(JobType(
         Field("patience", "int", default=8, minimum=1),
         Field("seed", "int", default=0),
         Field("no_onnx", "bool", default=False, negation="onnx"),
+        Field("overwrite", "bool", default=False, help=OVERWRITE_HELP),
     ),
 ))
 
 
 # ------------------------------------------------------------------------------- export
+def _check_export(p: dict[str, Any]) -> None:
+    from ..tasks.export import export_target
+
+    try:
+        export_target(Path(p["model_dir"]), Path(p["out"]) if p["out"] else None, p["overwrite"])
+    except InputError as exc:
+        raise ParamError("out", str(exc)) from exc
+
+
 def run_export(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
     from ..tasks.export import export
 
     progress(0.0, "exporting to ONNX")
-    onnx = str(export(Path(p["model_dir"]), Path(p["out"]) if p["out"] else None))
+    onnx = str(export(Path(p["model_dir"]), Path(p["out"]) if p["out"] else None, p["overwrite"]))
     return {"onnx": onnx, "files": {Path(onnx).name: onnx}}
 
 
 EXPORT = register(JobType(
-    name="export", run=run_export, resource=CPU,
+    name="export", run=run_export, resource=CPU, check=_check_export,
     help="write the ONNX file of a model package (gfm export)",
     fields=(
         Field("model_dir", "model", required=True, help="model package folder"),
         Field("out", "out_file", help="default: MODEL_DIR/model.onnx"),
+        Field("overwrite", "bool", default=False, help="replace an existing file at out"),
     ),
 ))
 
@@ -304,13 +347,14 @@ def run_pretrain(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
         batch=p["batch"], epochs=p["epochs"], max_steps=p["max_steps"],
         warmup_epochs=p["warmup_epochs"], resume=p["resume"], device=p["device"],
         checkpoint_every=p["checkpoint_every"], log_every=p["log_every"], seed=p["seed"],
-        attention=p["attention"], compile_blocks=p["compile_blocks"]), progress)
+        attention=p["attention"], compile_blocks=p["compile_blocks"], overwrite=p["overwrite"]),
+        progress)
     return {"out": p["out"], "files": _files(p["out"])} | result
 
 
 PRETRAIN = register(JobType(
     name="pretrain", run=run_pretrain, resource=_device_resource, check=_check_pretrain,
-    resumable=True,
+    resumable=True, output=PRETRAIN_OUTPUT,
     help="GFM continual pretraining on a GeoPile (gfm pretrain); checkpoints as it goes, so an "
          "interrupted or cancelled run can be resumed (POST /jobs/{id}/resume)",
     fields=(
@@ -331,5 +375,7 @@ PRETRAIN = register(JobType(
               help="window attention: sdpa is the fused path; auto picks it on CUDA"),
         Field("compile_blocks", "bool", default=False,
               help="torch.compile each Swin block (minutes of warm-up)"),
+        Field("overwrite", "bool", default=False,
+              help="start afresh over a previous run in out (deletes that run's files only)"),
     ),
 ))

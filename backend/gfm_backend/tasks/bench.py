@@ -94,7 +94,7 @@ def _classify_run(raster: Path, model: Path, result_dir: Path, runtime: str, dev
     proc = subprocess.run(
         [sys.executable, "-m", "gfm_backend.cli", "--quiet", "classify", str(raster),
          "--model", str(model), "--out", str(result_dir), "--runtime", runtime,
-         "--device", device, "--batch-size", str(batch)],
+         "--device", device, "--batch-size", str(batch), "--overwrite"],
         capture_output=True, text=True,
     )
     wall = time.perf_counter() - t0

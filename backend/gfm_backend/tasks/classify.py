@@ -19,7 +19,6 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from ..atomic import staging_dir
 from ..data.grid import write_tile_grid
 from ..data.raster import (
     Normalizer,
@@ -39,6 +38,7 @@ from ..data.styles import (
     write_raster_qml,
 )
 from ..data.vectorize import vectorize_classes
+from ..outputs import CLASSIFY, staged_output
 from ..package import ModelSpec, read_spec
 from ..progress import Progress, silent
 from ..runtime import Predictor, make_predictor
@@ -63,6 +63,7 @@ class ClassifyParams:
     min_area_m2: float = 0.0
     simplify: float = 0.0
     polygons: bool = True
+    overwrite: bool = False  # replace a previous classification result in `out`
 
     def __post_init__(self) -> None:  # callers (service JSON, tests) may pass strings
         self.raster, self.model, self.out = Path(self.raster), Path(self.model), Path(self.out)
@@ -111,43 +112,44 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
     progress = progress or silent()
     t0 = time.perf_counter()
     spec = read_spec(params.model)
+    inputs = {"raster": params.raster, "model": params.model}
     # GDAL's block cache defaults to 5 % of RAM; our access is a single streaming pass,
     # so a small cache keeps memory flat whatever the raster's size.
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(params.raster) as ds:
+    with staged_output(params.out, CLASSIFY, params.overwrite, inputs, last=(REPORT_JSON,)) as stage, \
+            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(params.raster) as ds:
         check_bands(ds, spec, params.raster)
         t_load = time.perf_counter()
         predictor = make_predictor(params.model, spec, params.runtime, params.device)
         load_s = time.perf_counter() - t_load
         log.info("classifying %s with %s", params.raster, predictor.description)
-        with staging_dir(Path(params.out), last=(REPORT_JSON,)) as stage:
-            if spec.task == "segmentation":
-                report = _segment(ds, spec, predictor, params, stage, progress.span(0, 0.9))
-            else:
-                report = _classify_scenes(ds, spec, predictor, params, stage, progress.span(0, 0.9))
-            del predictor  # the network's memory is free for vectorizing
-            report["timings_s"]["load_model"] = load_s
-            write_category_names(stage / CLASSES_TIF, spec.classes)
-            write_raster_qml(stage / "classes.qml", spec.classes)
-            write_confidence_qml(stage / "confidence.qml")
-            report["peak_rss_mb_rasters"] = _peak_rss_mb()  # before vectorizing
-            if spec.task == "segmentation":
-                if params.polygons:
-                    tv = time.perf_counter()
-                    report["polygon_count"] = vectorize_classes(
-                        stage / CLASSES_TIF, stage / POLYGONS_GPKG, spec.classes,
-                        min_area_m2=params.min_area_m2, simplify_tolerance=params.simplify,
-                        progress=progress.span(0.9, 1.0),
-                    )
-                    report["timings_s"]["vectorize"] = time.perf_counter() - tv
-            if (stage / POLYGONS_GPKG).exists():
-                write_polygons_qml(stage / "polygons.qml", spec.classes)
-            report["timings_s"]["total"] = time.perf_counter() - t0
-            report["peak_rss_mb"] = _peak_rss_mb()
-            report["outputs"] = {
-                p.name: str(Path(params.out) / p.name) for p in sorted(stage.iterdir())
-            }
-            report["outputs"][REPORT_JSON] = str(Path(params.out) / REPORT_JSON)
-            (stage / REPORT_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        if spec.task == "segmentation":
+            report = _segment(ds, spec, predictor, params, stage, progress.span(0, 0.9))
+        else:
+            report = _classify_scenes(ds, spec, predictor, params, stage, progress.span(0, 0.9))
+        del predictor  # the network's memory is free for vectorizing
+        report["timings_s"]["load_model"] = load_s
+        write_category_names(stage / CLASSES_TIF, spec.classes)
+        write_raster_qml(stage / "classes.qml", spec.classes)
+        write_confidence_qml(stage / "confidence.qml")
+        report["peak_rss_mb_rasters"] = _peak_rss_mb()  # before vectorizing
+        if spec.task == "segmentation":
+            if params.polygons:
+                tv = time.perf_counter()
+                report["polygon_count"] = vectorize_classes(
+                    stage / CLASSES_TIF, stage / POLYGONS_GPKG, spec.classes,
+                    min_area_m2=params.min_area_m2, simplify_tolerance=params.simplify,
+                    progress=progress.span(0.9, 1.0),
+                )
+                report["timings_s"]["vectorize"] = time.perf_counter() - tv
+        if (stage / POLYGONS_GPKG).exists():
+            write_polygons_qml(stage / "polygons.qml", spec.classes)
+        report["timings_s"]["total"] = time.perf_counter() - t0
+        report["peak_rss_mb"] = _peak_rss_mb()
+        report["outputs"] = {
+            p.name: str(Path(params.out) / p.name) for p in sorted(stage.iterdir())
+        }
+        report["outputs"][REPORT_JSON] = str(Path(params.out) / REPORT_JSON)
+        (stage / REPORT_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
     progress(1.0, "done")
     return report
 

@@ -46,12 +46,12 @@ def demo(out: Path, device: str = "auto", size: int = 768, epochs: int = 12,
         FinetuneParams(
             rasters=[raster], labels=labels, class_field="class", out=out / "model",
             config="tiny", device=device, epochs=epochs, encoder_epochs=encoder_epochs,
-            chips=64, batch_size=8, patience=4, name="demo-tiny",
+            chips=64, batch_size=8, patience=4, name="demo-tiny", overwrite=True,
         ),
         progress.span(0.02, 0.8),
     )
     cl = classify(ClassifyParams(raster=raster, model=out / "model", out=out / "classified",
-                                 device=device, min_area_m2=4.0),
+                                 device=device, min_area_m2=4.0, overwrite=True),
                   progress.span(0.8, 0.97))
 
     with rasterio.open(out / "classified" / "classes.tif") as ds:

@@ -8,7 +8,9 @@ from pathlib import Path
 import onnx
 import torch
 
+from ..errors import InputError
 from ..models.network import GfmNetwork, load_network
+from ..outputs import MODEL, add_to_manifest
 from ..package import ModelSpec, read_spec
 
 log = logging.getLogger(__name__)
@@ -38,11 +40,28 @@ def export_onnx(net: GfmNetwork, spec: ModelSpec, path: Path) -> Path:
     return path
 
 
-def export(model_dir: Path, out: Path | None = None) -> Path:
+def export_target(model_dir: Path, out: Path | None, overwrite: bool) -> Path:
+    """The package's own model.onnx is the package's to replace; any other existing file
+    is someone's, replaced only with `overwrite`."""
+    if out is None or Path(out).absolute() == (model_dir / "model.onnx").absolute():
+        return model_dir / "model.onnx"
+    target = Path(out)
+    if target.is_dir():
+        raise InputError(target, "is a folder; give the ONNX file's name")
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise InputError(target, "already exists; pass --overwrite (service: \"overwrite\": true) "
+                         "to replace it, or choose another file name")
+    return target
+
+
+def export(model_dir: Path, out: Path | None = None, overwrite: bool = False) -> Path:
     """`gfm export`: write model.onnx for a package (in the package, or at `out`)."""
     model_dir = Path(model_dir)
     spec = read_spec(model_dir)
+    target = export_target(model_dir, out, overwrite)
     net = load_network(model_dir, spec)
-    target = Path(out) if out else model_dir / "model.onnx"
     target.parent.mkdir(parents=True, exist_ok=True)
-    return export_onnx(net, spec, target)
+    export_onnx(net, spec, target)
+    if target == model_dir / "model.onnx":
+        add_to_manifest(model_dir, MODEL, target.name)
+    return target

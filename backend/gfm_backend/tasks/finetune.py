@@ -12,7 +12,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ import shapely
 import torch
 import torch.nn.functional as F
 
-from ..atomic import staging_dir
 from ..data.chips import (
     IGNORE,
     ChipSet,
@@ -38,6 +37,7 @@ from ..data.raster import Normalizer, open_raster, pixel_size_m, source_scale
 from ..errors import GfmError, InputError
 from ..models import CONFIGS, build_encoder, load_encoder
 from ..models.network import GfmNetwork, build_network, default_head_channels, save_network
+from ..outputs import MODEL, staged_output
 from ..package import ModelSpec, default_classes, write_spec
 from ..progress import Progress, silent
 from ..runtime import resolve_device
@@ -74,6 +74,7 @@ class FinetuneParams:
     seed: int = 0
     onnx: bool = True
     name: str | None = None
+    overwrite: bool = False  # replace a previous model package in `out`
 
     def __post_init__(self) -> None:  # callers (service JSON, tests) may pass strings
         self.rasters = [Path(p) for p in self.rasters]
@@ -91,6 +92,7 @@ def _input_scaling(ds: rasterio.DatasetReader, bands: list[int]) -> tuple[list[f
     lo, hi = [], []
     for b in range(len(bands)):
         vals = sample[b].compressed()
+        vals = vals[np.isfinite(vals)]  # NaN and infinities are nodata, declared or not
         p2, p98 = (np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0))
         lo.append(float(p2))
         hi.append(float(max(p98 - p2, 1e-6)))
@@ -110,10 +112,8 @@ def _make_encoder(params: FinetuneParams, tile: int | None):
         return load_encoder(params.encoder, **opts)
     if params.config not in CONFIGS:
         raise GfmError(f"unknown --config {params.config!r}; use one of {', '.join(CONFIGS)}")
-    cfg = copy.deepcopy(CONFIGS[params.config])
-    if tile:
-        cfg.img_size = tile
-    return build_encoder(cfg)
+    cfg = CONFIGS[params.config]
+    return build_encoder(replace(cfg, img_size=tile) if tile else cfg)
 
 
 def _prepare_labels(params: FinetuneParams):
@@ -130,8 +130,20 @@ def _prepare_labels(params: FinetuneParams):
 
 
 def finetune(params: FinetuneParams, progress: Progress | None = None) -> dict[str, Any]:
-    """Run the fine-tuning job; returns the report also written to the package."""
+    """Run the fine-tuning job; returns the report also written to the package.
+
+    The package folder is checked and locked first, so a folder that may not be written
+    is refused before any training, and no other job writes it meanwhile."""
     progress = progress or silent()
+    inputs: dict[str, Path | None] = {"labels": params.labels, "encoder": params.encoder}
+    inputs |= {f"raster {p}": p for p in params.rasters}
+    with staged_output(params.out, MODEL, params.overwrite, inputs, last=("model.json",)) as stage:
+        report = _finetune(params, stage, progress)
+    progress(1.0, "done")
+    return report
+
+
+def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[str, Any]:
     t_start = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     torch.manual_seed(params.seed)
@@ -248,16 +260,14 @@ def finetune(params: FinetuneParams, progress: Progress | None = None) -> dict[s
         "validation": metrics, "history": history,
     }
     progress(0.95, "writing model package")
-    with staging_dir(Path(params.out)) as stage:
-        save_network(net, spec, stage)
-        if params.onnx:
-            export_onnx(net, spec, stage / "model.onnx")
-        plots.training_curve(history, stage / "training_curve.png")
-        plots.confusion_matrix(cm, spec.class_names, stage / "confusion_matrix.png")
-        report["time_s"] = round(time.perf_counter() - t_start, 2)
-        (stage / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-        write_spec(stage, spec)
-    progress(1.0, "done")
+    save_network(net, spec, stage)
+    if params.onnx:
+        export_onnx(net, spec, stage / "model.onnx")
+    plots.training_curve(history, stage / "training_curve.png")
+    plots.confusion_matrix(cm, spec.class_names, stage / "confusion_matrix.png")
+    report["time_s"] = round(time.perf_counter() - t_start, 2)
+    (stage / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_spec(stage, spec)
     return report
 
 

@@ -25,6 +25,7 @@ from ..data.geopile_reader import GeoPile
 from ..errors import Cancelled, GfmError, InputError
 from ..models import CONFIGS, build_pretrainer, save_encoder
 from ..models.masking import MaskGenerator
+from ..outputs import PRETRAIN, acquire, check_output_dir, prepare_in_place, release, write_manifest
 from ..progress import Progress, silent
 from ..training.augment import augment
 from ..training.checkpoint import (
@@ -62,6 +63,7 @@ class PretrainParams:
     bf16: bool | None = None  # autocast; default: on for CUDA
     attention: str = "auto"  # window attention: eager, sdpa (fused), auto = sdpa on CUDA
     compile_blocks: bool = False  # torch.compile each Swin block (minutes of warm-up)
+    overwrite: bool = False  # start afresh over a previous run in `out` (its files only)
 
     def __post_init__(self) -> None:
         self.pile_dir, self.out = Path(self.pile_dir), Path(self.out)
@@ -112,15 +114,30 @@ def _pretrain(params: PretrainParams, ctx: DistContext, progress: Progress) -> d
     if steps_per_epoch < 1:
         raise InputError(params.pile_dir, f"only {len(pile)} chips: not one batch of "
                          f"{params.batch} per process (lower --batch)")
-    run_dir = params.out
-    previous = latest_checkpoint(run_dir)
-    if previous is not None and not params.resume:
-        raise InputError(run_dir, "already holds a pretraining run: add --resume to continue "
-                         "it, or choose another --out (nothing was overwritten)")
-    if params.resume and previous is None:
-        raise InputError(run_dir, "has no checkpoint to resume from")
-
     teacher = _teacher_arg(params)
+    previous = latest_checkpoint(params.out)
+    if params.resume and previous is None:
+        raise InputError(params.out, "has no checkpoint to resume from")
+    inputs = {"GeoPile": params.pile_dir, "teacher": teacher}
+    run_dir = check_output_dir(params.out, PRETRAIN, params.overwrite, inputs, continuing=params.resume)
+    barrier(ctx)  # every rank has looked before the main one writes
+    if not ctx.is_main:
+        return _train(params, ctx, progress, pile, run_dir, teacher, previous)
+    prepare_in_place(run_dir, PRETRAIN, params.overwrite, params.resume, inputs)
+    created = not run_dir.exists()
+    lock = acquire(run_dir)
+    try:
+        result = _train(params, ctx, progress, pile, run_dir, teacher, previous)
+        write_manifest(run_dir, PRETRAIN, [p.name for p in run_dir.iterdir() if PRETRAIN.owns(p.name)])
+        return result
+    finally:
+        release(run_dir, lock, created)
+
+
+def _train(params: PretrainParams, ctx: DistContext, progress: Progress, pile: GeoPile,
+           run_dir: Path, teacher: str | None, previous: Path | None) -> dict[str, Any]:
+    steps_per_epoch = pile.steps_per_epoch(params.batch, ctx.world)
+    img_size = CONFIGS[params.config].img_size
     torch.manual_seed(params.seed)
     model = build_pretrainer(params.config, teacher=teacher).to(ctx.device)
     model.train()

@@ -22,6 +22,8 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     length.add_argument("--max-steps", type=int)
     p.add_argument("--warmup-epochs", type=float, help="default: the first 10 %% of the run")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh over a previous run in --out (deletes that run's files only)")
     p.add_argument("--device", default="auto")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--log-every", type=int, default=10)
@@ -40,7 +42,8 @@ def run_pretrain(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         pile_dir=a.pile_dir, out=a.out, teacher=a.teacher, config=a.config, batch=a.batch,
         epochs=a.epochs, max_steps=a.max_steps, warmup_epochs=a.warmup_epochs, resume=a.resume,
         device=a.device, checkpoint_every=a.checkpoint_every, log_every=a.log_every, seed=a.seed,
-        record_chips=a.record_chips, attention=a.attention, compile_blocks=a.compile_blocks),
+        record_chips=a.record_chips, attention=a.attention, compile_blocks=a.compile_blocks,
+        overwrite=a.overwrite),
         progress)
 
 

@@ -13,7 +13,8 @@ from gfm_backend.package import ModelSpec
 
 
 def spec(**kw) -> ModelSpec:
-    return ModelSpec(task="segmentation", classes=[], encoder={}, **kw)
+    return ModelSpec(task="segmentation", classes=[{"id": 0, "name": "a", "color": "#000000"}],
+                     encoder={}, **kw)
 
 
 def test_normalizer_matches_the_formula():

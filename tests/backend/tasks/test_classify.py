@@ -118,7 +118,7 @@ def test_cancel_leaves_no_outputs(tmp_path, scene_files, tiny_model):
     with pytest.raises(Cancelled):
         classify(ClassifyParams(scene_files["raster"], tiny_model, tmp_path / "out"), progress)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    assert not list(tmp_path.glob(".out.partial-*"))
+    assert not list(tmp_path.glob(".out.partial-*")) and not (tmp_path / "out" / ".gfm-writing").exists()
 
 
 def test_bad_inputs_name_the_file(tmp_path, tiny_model, scene_files):

@@ -43,7 +43,10 @@ def test_model_package_contents(tiny_model):
     assert report["time_s"] > 0
     assert (tiny_model / "training_curve.png").stat().st_size > 1000
     assert (tiny_model / "confusion_matrix.png").stat().st_size > 1000
-    assert not list(tiny_model.glob(".*"))  # no staging or exporter side files left behind
+    # no staging or exporter side files left behind; the manifest says what the package holds
+    assert [p.name for p in tiny_model.glob(".*")] == [".gfm-output.json"]
+    assert set(json.loads((tiny_model / ".gfm-output.json").read_text())["files"]) == {
+        p.name for p in tiny_model.iterdir() if not p.name.startswith(".")}
 
 
 def test_validation_holds_out_whole_polygons(tiny_model):

@@ -19,7 +19,7 @@ def test_scene_model_classifies_tile_by_tile(tmp_path, scene_files):
     out = tmp_path / "out"
     for runtime in ("torch", "onnx"):
         report = classify(ClassifyParams(scene_files["raster"], model, out, runtime=runtime,
-                                         device="cpu"))
+                                         device="cpu", overwrite=True))
         assert report["tiles"] == 4  # 256 px scene, 192 px tiles: a 2 x 2 grid
     with rasterio.open(scene_files["raster"]) as src, rasterio.open(out / "classes.tif") as ds:
         assert ds.crs == src.crs
