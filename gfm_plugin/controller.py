@@ -48,6 +48,14 @@ class GfmController:
     def error(self, text: str) -> None:
         self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Critical, duration=0)
 
+    def confirm(self, text: str) -> bool:
+        """Ask before replacing something; the backend never replaces without being told."""
+        from qgis.PyQt.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(self.dock, TITLE, text, QMessageBox.Yes | QMessageBox.No,
+                                      QMessageBox.No)
+        return answer == QMessageBox.Yes
+
     # -- backend -----------------------------------------------------------------
     def connect(self, start: bool = True) -> bool:
         try:
@@ -234,7 +242,11 @@ class GfmController:
             return None
         name = self.dock.model_name_edit.text().strip() or f"{_safe(raster.name())}-model"
         out = str(Path(self.settings.models_dir or tempfile.mkdtemp(prefix="gfm-models-")) / name)
+        if (Path(out) / "model.json").exists():
+            if not self.confirm(f"A model named {name} exists ({out}). Replace it?"):
+                return None
         params = {"rasters": [raster_path], "labels": labels_path, "out": out,
+                  "overwrite": (Path(out) / "model.json").exists(),
                   "config": self.dock.config_combo.currentData(),
                   "epochs": self.dock.epochs_spin.value()}
         encoder = self.dock.encoder_file.filePath().strip()

@@ -28,6 +28,31 @@ from .tasks.pretrain_cli import (  # noqa: E402
 OVERWRITE_HELP = "replace a previous output of this kind in --out (never anybody else's files)"
 
 
+POSITIONAL = frozenset({"raster", "rasters", "model_dir", "src_folder", "pile_dir"})
+
+
+def _absolute(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value.absolute())
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    return value
+
+
+def checked(job_type: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The command's arguments checked against the job type's declaration, exactly as the
+    service checks a submitted job: files, bounds, the output-folder rule."""
+    from .service.jobs import get_job_type
+    from .service.params import ParamError
+
+    given = {k: _absolute(v) for k, v in values.items() if v is not None}
+    try:
+        return get_job_type(job_type).validate(given)
+    except ParamError as exc:
+        name = exc.field.upper() if exc.field in POSITIONAL else "--" + exc.field.replace("_", "-")
+        raise GfmError(f"{name}: {exc.problem}") from exc
+
+
 def _terminal_progress(tty: bool, quiet: bool) -> tuple[Progress, Callable[[], None]]:
     """A tqdm bar on a terminal; elsewhere (logs, pipes) a line every 10 %."""
     if quiet:
@@ -72,12 +97,12 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_classify(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from .tasks.classify import ClassifyParams, classify
+    from .service.jobs import run_classify
 
-    return classify(ClassifyParams(
-        raster=a.raster, model=a.model, out=a.out, runtime=a.runtime, device=a.device,
-        batch_size=a.batch_size, min_area_m2=a.min_area_m2, simplify=a.simplify,
-        polygons=not a.no_polygons, overwrite=a.overwrite), progress)
+    return run_classify(checked("classify", {
+        "raster": a.raster, "model": a.model, "out": a.out, "runtime": a.runtime,
+        "device": a.device, "batch_size": a.batch_size, "min_area": a.min_area_m2,
+        "simplify": a.simplify, "no_polygons": a.no_polygons, "overwrite": a.overwrite}), progress)
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
@@ -109,17 +134,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_finetune(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from .tasks.finetune import FinetuneParams, finetune
+    from .service.jobs import run_finetune
 
-    report = finetune(FinetuneParams(
-        rasters=a.rasters, labels=a.labels, class_field=a.class_field, out=a.out,
-        encoder=a.encoder, config=a.config, task=a.task, unlabeled=a.unlabeled,
-        device=a.device, bands=a.bands, epochs=a.epochs, encoder_epochs=a.encoder_epochs,
-        batch_size=a.batch_size, chips=a.chips, tile_size=a.tile_size, patience=a.patience,
-        head_channels=a.head_channels,
-        seed=a.seed, onnx=not a.no_onnx, overwrite=a.overwrite), progress)
-    return {k: report[k] for k in ("classes", "split", "time_s")} | {
-        "validation": {k: report["validation"][k] for k in ("overall_accuracy", "mean_iou")}}
+    names = ("labels", "class_field", "out", "encoder", "config", "task", "unlabeled", "device",
+             "bands", "epochs", "encoder_epochs", "batch_size", "chips", "tile_size", "patience",
+             "head_channels", "seed", "no_onnx", "overwrite")
+    return run_finetune(checked("finetune", {"rasters": a.rasters} | {n: getattr(a, n) for n in names}),
+                        progress)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -132,7 +153,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .tasks.export import export
 
-    return {"onnx": str(export(a.model_dir, a.out, a.overwrite))}
+    p = checked("export", {"model_dir": a.model_dir, "out": a.out, "overwrite": a.overwrite})
+    return {"onnx": str(export(p["model_dir"], p["out"], p["overwrite"]))}
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

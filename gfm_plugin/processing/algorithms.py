@@ -51,6 +51,11 @@ class BackendAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802 (QGIS API)
         return type(self)()
 
+    def add_overwrite(self) -> None:
+        """The backend refuses to replace a previous result unless told to."""
+        self.addParameter(QgsProcessingParameterBoolean(
+            "OVERWRITE", "Replace a previous result in the output folder", defaultValue=False))
+
     def run_job(self, params: dict, feedback: QgsProcessingFeedback) -> dict:
         try:
             client = get_client()
@@ -111,6 +116,7 @@ class ClassifyAlgorithm(BackendAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "MIN_AREA", "Minimum polygon area (m2)", QgsProcessingParameterNumber.Double, 0.0,
             minValue=0.0))
+        self.add_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", "Classes"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
@@ -127,6 +133,7 @@ class ClassifyAlgorithm(BackendAlgorithm):
             "runtime": RUNTIMES[self.parameterAsEnum(parameters, "RUNTIME", context)],
             "device": DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
             "min_area": self.parameterAsDouble(parameters, "MIN_AREA", context),
+            "overwrite": self.parameterAsBool(parameters, "OVERWRITE", context),
         }
         self.run_job(params, feedback)
         return {
@@ -168,6 +175,7 @@ class FinetuneAlgorithm(BackendAlgorithm):
         self.addParameter(QgsProcessingParameterNumber("ENCODER_EPOCHS", "Encoder epochs",
                                                        defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
+        self.add_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Model folder"))
         self.addOutput(QgsProcessingOutputFolder("MODEL", "Model package"))
 
@@ -184,6 +192,7 @@ class FinetuneAlgorithm(BackendAlgorithm):
         out = self.parameterAsString(parameters, "OUTPUT", context)
         params = {
             "rasters": rasters, "labels": labels, "out": out,
+            "overwrite": self.parameterAsBool(parameters, "OVERWRITE", context),
             "config": CONFIGS[self.parameterAsEnum(parameters, "CONFIG", context)],
             "unlabeled": UNLABELED[self.parameterAsEnum(parameters, "UNLABELED", context)],
             "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
@@ -253,6 +262,7 @@ class PretrainAlgorithm(BackendAlgorithm):
         self.addParameter(QgsProcessingParameterNumber("BATCH", "Images per step", defaultValue=128,
                                                        minValue=1))
         self.addParameter(QgsProcessingParameterBoolean("RESUME", "Resume", defaultValue=False))
+        self.add_overwrite()
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Run folder"))
         self.addOutput(QgsProcessingOutputFolder("RUN", "Run folder"))
 
@@ -266,6 +276,7 @@ class PretrainAlgorithm(BackendAlgorithm):
             "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
             "batch": self.parameterAsInt(parameters, "BATCH", context),
             "resume": self.parameterAsBool(parameters, "RESUME", context),
+            "overwrite": self.parameterAsBool(parameters, "OVERWRITE", context),
         }, feedback)
         return {"OUTPUT": out, "RUN": out}
 

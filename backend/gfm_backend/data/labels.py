@@ -18,6 +18,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 
 from ..errors import InputError
+from ..files import refuse_special
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def read_labels(path: Path, class_field: str | None) -> LabelSet:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "label file does not exist")
+    refuse_special(path)
     try:
         info = pyogrio.read_info(str(path))
     except Exception as exc:  # pyogrio raises DataSourceError and others

@@ -19,6 +19,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from ..errors import InputError
+from ..files import refuse_special
 from ..package import ModelSpec
 
 # Within this ratio of the model's ground sample distance the raster is used as is.
@@ -31,6 +32,8 @@ def open_raster(path: Path | str) -> Iterator[rasterio.DatasetReader]:
     path = Path(path) if not str(path).startswith(("/vsi", "http")) else path
     if isinstance(path, Path) and not path.exists():
         raise InputError(path, "raster file does not exist")
+    if isinstance(path, Path):
+        refuse_special(path)
     try:
         ds = rasterio.open(path)
     except RasterioIOError as exc:

@@ -26,6 +26,8 @@ from ..outputs import OutputKind, check_output_dir
 from ..progress import Progress
 from .params import Field, ModelResolver, ParamError, validate, vector_fields
 
+MAX_BATCH, MAX_EPOCHS, MAX_BAND = 4096, 100_000, 100_000
+MAX_SEED = 2**32 - 1  # numpy and torch seeds
 INPUT_KINDS = frozenset({"raster", "rasters", "vector", "path", "dir", "model"})
 OVERWRITE_HELP = "replace a previous output of this kind in out (never anybody else's files)"
 
@@ -63,10 +65,10 @@ class JobType:
     def validate(self, params: dict[str, Any], resolve_model: ModelResolver | None = None
                  ) -> dict[str, Any]:
         clean = validate(self.fields, params, self.name, resolve_model)
+        if self.output is not None:  # first: what may not be written matters most
+            self._check_output(clean)
         if self.check is not None:
             self.check(clean)
-        if self.output is not None:
-            self._check_output(clean)
         return clean
 
     def _check_output(self, p: dict[str, Any]) -> None:
@@ -185,10 +187,10 @@ CLASSIFY = register(JobType(
         Field("out", "out_dir", required=True, help="output folder"),
         Field("runtime", "str", default="torch", choices=("torch", "onnx")),
         Field("device", "device", default="auto"),
-        Field("batch_size", "int", default=8, minimum=1),
-        Field("min_area", "float", default=0.0, minimum=0, aliases=("min_area_m2",),
+        Field("batch_size", "int", default=8, minimum=1, maximum=MAX_BATCH),
+        Field("min_area", "float", default=0.0, minimum=0, maximum=1e12, aliases=("min_area_m2",),
               help="merge regions smaller than this (m2) into their neighbours"),
-        Field("simplify", "float", default=0.0, minimum=0,
+        Field("simplify", "float", default=0.0, minimum=0, maximum=1e7,
               help="polygon simplification tolerance in CRS units (0: none)"),
         Field("no_polygons", "bool", default=False, negation="polygons"),
         Field("overwrite", "bool", default=False, help=OVERWRITE_HELP),
@@ -205,6 +207,9 @@ def _check_finetune(p: dict[str, Any]) -> None:
         if p["class_field"] not in fields:
             raise ParamError("class_field", f"{p['labels']} has no field {p['class_field']!r}; "
                              f"fields are: {', '.join(fields) or '(none)'}")
+    if p["tile_size"] is not None and p["tile_size"] % 32:
+        raise ParamError("tile_size", f"must be a multiple of 32 (the encoder's patch x window "
+                         f"grid), got {p['tile_size']}")
     for raster in p["rasters"] if p["bands"] else ():
         with open_raster(raster) as ds:
             bad = [b for b in p["bands"] if b > ds.count]
@@ -223,6 +228,7 @@ def run_finetune(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
         tile_size=p["tile_size"], patience=p["patience"], head_channels=p["head_channels"],
         seed=p["seed"], onnx=not p["no_onnx"], overwrite=p["overwrite"]), progress)
     return {"out": p["out"], "files": _files(p["out"]), "classes": report["classes"],
+            "split": report["split"],
             "validation": {k: report["validation"][k] for k in ("overall_accuracy", "mean_iou")},
             "time_s": report["time_s"]}
 
@@ -242,15 +248,17 @@ FINETUNE = register(JobType(
         Field("task", "str", default="segmentation", choices=("segmentation", "scene_classification")),
         Field("unlabeled", "str", default="ignore", choices=("ignore", "background")),
         Field("device", "device", default="auto"),
-        Field("bands", "ints", minimum=1, help="1-based raster bands to read"),
-        Field("epochs", "int", default=30, minimum=0),
-        Field("encoder_epochs", "int", default=0, minimum=0),
-        Field("batch_size", "int", default=8, minimum=1),
-        Field("chips", "int", default=256, minimum=1),
-        Field("tile_size", "int", minimum=32),
-        Field("head_channels", "int", minimum=1),
-        Field("patience", "int", default=8, minimum=1),
-        Field("seed", "int", default=0),
+        Field("bands", "ints", minimum=1, maximum=MAX_BAND, help="1-based raster bands to read"),
+        Field("epochs", "int", default=30, minimum=0, maximum=MAX_EPOCHS),
+        Field("encoder_epochs", "int", default=0, minimum=0, maximum=MAX_EPOCHS),
+        Field("batch_size", "int", default=8, minimum=1, maximum=MAX_BATCH),
+        Field("chips", "int", default=256, minimum=1, maximum=100_000,
+              help="training chips to cut (memory: about 0.5 MB each at 192 px)"),
+        Field("tile_size", "int", minimum=64, maximum=1536,
+              help="chip size in px, a multiple of 32 (default: the encoder's)"),
+        Field("head_channels", "int", minimum=8, maximum=1024),
+        Field("patience", "int", default=8, minimum=1, maximum=MAX_EPOCHS),
+        Field("seed", "int", default=0, minimum=0, maximum=MAX_SEED),
         Field("no_onnx", "bool", default=False, negation="onnx"),
         Field("overwrite", "bool", default=False, help=OVERWRITE_HELP),
     ),
@@ -312,13 +320,13 @@ GEOPILE = register(JobType(
     fields=(
         Field("src_folder", "dir", required=True, help="folder of imagery"),
         Field("out", "out_dir", required=True, help="GeoPile folder to create or grow"),
-        Field("chip", "int", default=192, minimum=32, help="chip size in px"),
-        Field("bands", "ints", minimum=1, help="1-based bands: R G B, or one for grey"),
+        Field("chip", "int", default=192, minimum=32, maximum=2048, help="chip size in px"),
+        Field("bands", "ints", minimum=1, maximum=MAX_BAND, help="1-based bands: R G B, or one for grey"),
         Field("dataset", "str", help="source dataset name (default: first folder below src_folder)"),
-        Field("min_valid", "float", default=0.75, minimum=0),
-        Field("blank_std", "float", default=2.0, minimum=0),
-        Field("shard_chips", "int", default=1024, minimum=1),
-        Field("workers", "int", default=0, minimum=0, help="reader threads (0: up to 4)"),
+        Field("min_valid", "float", default=0.75, minimum=0, maximum=1),
+        Field("blank_std", "float", default=2.0, minimum=0, maximum=255),
+        Field("shard_chips", "int", default=1024, minimum=1, maximum=1_000_000),
+        Field("workers", "int", default=0, minimum=0, maximum=64, help="reader threads (0: up to 4)"),
     ),
 ))
 
@@ -362,15 +370,18 @@ PRETRAIN = register(JobType(
         Field("out", "out_dir", required=True, help="run folder"),
         Field("teacher", "str", help="ImageNet-22k Swin checkpoint (absolute path), or 'none'"),
         Field("config", "str", default="base", choices=("base", "tiny")),
-        Field("batch", "int", default=128, minimum=1, help="images per step"),
-        Field("epochs", "float", default=100, minimum=0),
-        Field("max_steps", "int", minimum=1, help="stop after this many steps (instead of epochs)"),
-        Field("warmup_epochs", "float", minimum=0, help="default: the first 10 % of the run"),
+        Field("batch", "int", default=128, minimum=1, maximum=65_536, help="images per step"),
+        Field("epochs", "float", default=100, minimum=0, maximum=100_000),
+        Field("max_steps", "int", minimum=1, maximum=10**9,
+              help="stop after this many steps (instead of epochs)"),
+        Field("warmup_epochs", "float", minimum=0, maximum=100_000,
+              help="default: the first 10 % of the run"),
         Field("resume", "bool", default=False, help="continue the run in out exactly"),
         Field("device", "device", default="auto"),
-        Field("checkpoint_every", "int", default=500, minimum=1, help="steps between checkpoints"),
-        Field("log_every", "int", default=10, minimum=1),
-        Field("seed", "int", default=0),
+        Field("checkpoint_every", "int", default=500, minimum=1, maximum=10**9,
+              help="steps between checkpoints"),
+        Field("log_every", "int", default=10, minimum=1, maximum=10**9),
+        Field("seed", "int", default=0, minimum=0, maximum=MAX_SEED),
         Field("attention", "str", default="auto", choices=("auto", "eager", "sdpa"),
               help="window attention: sdpa is the fused path; auto picks it on CUDA"),
         Field("compile_blocks", "bool", default=False,

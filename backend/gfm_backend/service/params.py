@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GfmError, InputError
+from ..files import refuse_special
 
 KINDS = ("str", "int", "float", "bool", "ints", "device", "raster", "rasters", "vector",
          "path", "dir", "model", "out_dir", "out_file")
@@ -30,7 +31,7 @@ class ParamError(GfmError):
     """A job parameter a user must fix; `field` names it."""
 
     def __init__(self, field: str, message: str) -> None:
-        self.field = field
+        self.field, self.problem = field, message
         super().__init__(f"params.{field}: {message}")
 
 
@@ -45,6 +46,7 @@ class Field:
     default: Any = None
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     aliases: tuple[str, ...] = ()
     negation: str | None = None
     help: str = ""
@@ -59,7 +61,7 @@ class Field:
                                "required": self.required}
         if not self.required:
             out["default"] = self.default
-        for key in ("choices", "minimum", "aliases", "negation", "help"):
+        for key in ("choices", "minimum", "maximum", "aliases", "negation", "help"):
             value = getattr(self, key)
             if value not in ((), None, ""):
                 out[key] = list(value) if isinstance(value, tuple) else value
@@ -75,6 +77,7 @@ def validate(fields: tuple[Field, ...], params: dict[str, Any], job_type: str,
 
     Raises `ParamError` naming the first field that is wrong.
     """
+    _check_text(params)
     by_name = {f.name: f for f in fields}
     alias_of = {a: f.name for f in fields for a in f.aliases}
     negation_of = {f.negation: f.name for f in fields if f.negation}
@@ -106,6 +109,25 @@ def validate(fields: tuple[Field, ...], params: dict[str, Any], job_type: str,
     return out
 
 
+def _check_text(value: Any, where: str = "") -> None:
+    """Every string must be valid Unicode: a lone surrogate (how a Latin-1 file name reaches
+    Python) cannot be stored or answered as JSON, so it is refused here, not stored."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ParamError(where or "params", f"{_show(value)} is not valid UTF-8 text (a file "
+                             "name in another encoding?); rename the file or give its UTF-8 "
+                             "name") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, where)
+            _check_text(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for v in value:
+            _check_text(v, where)
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -123,7 +145,7 @@ def check_value(f: Field, value: Any, resolve_model: ModelResolver | None = None
         items = value if isinstance(value, list) else [value]
         if not items:
             raise ParamError(f.name, "give at least one value")
-        return [_number(Field(f.name, "int", minimum=f.minimum), v) for v in items]
+        return [_number(Field(f.name, "int", minimum=f.minimum, maximum=f.maximum), v) for v in items]
     if f.kind in ("str", "device"):
         if not isinstance(value, str):
             raise ParamError(f.name, f"must be a string, got {_show(value)}")
@@ -150,6 +172,8 @@ def _number(f: Field, value: Any) -> int | float:
         raise ParamError(f.name, f"must be {what}, got {_show(value)}")
     if f.minimum is not None and value < f.minimum:
         raise ParamError(f.name, f"must be at least {f.minimum:g}, got {value}")
+    if f.maximum is not None and value > f.maximum:
+        raise ParamError(f.name, f"must be at most {f.maximum:g}, got {_show(value)}")
     return value
 
 
@@ -159,7 +183,10 @@ def absolute_path(field: str, value: Any) -> Path:
         raise ParamError(field, f"must be a path (a non-empty string), got {_show(value)}")
     if "\x00" in value:
         raise ParamError(field, "a path cannot contain a NUL character")
-    path = Path(value).expanduser()
+    if value.startswith("~"):
+        raise ParamError(field, f"give an absolute path ({value!r} starts with ~, which only a "
+                         "shell expands)")
+    path = Path(value)
     if not path.is_absolute():
         raise ParamError(field, f"give an absolute path ({value!r} is relative, and the service "
                          "does not share your working directory)")
@@ -173,6 +200,7 @@ def absolute_path(field: str, value: Any) -> Path:
 def _path(f: Field, value: Any) -> Path:
     path = absolute_path(f.name, value)
     try:
+        refuse_special(path)
         if f.kind == "raster":
             from ..data.raster import open_raster  # rasterio only when a raster is named
 

@@ -219,11 +219,13 @@ def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[s
             src_tile = max(int(round(tile * ratio)), 8)
             share = int(np.ceil(params.chips * (~rl.is_val).sum() / n_train_polys))
             for win in train_windows(ds, rl, src_tile, share, rng):
+                progress.check()
                 img, lab = cut_chip(ds, bands, normalize, rl, win, tile, False, background)
                 if (lab != IGNORE).any():
                     train_set.images.append(img)
                     train_set.labels.append(lab)
             for win in val_windows(ds, rl, src_tile, max(params.chips // 4, 8), rng):
+                progress.check()
                 img, lab = cut_chip(ds, bands, normalize, rl, win, tile, True, background)
                 if (lab != IGNORE).any():
                     val_set.images.append(img)
