@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI; the OpenAPI schema is at /openapi.json, the docs at /docs).
+"""The HTTP API (FastAPI; the OpenAPI schema is at /openapi.json, with the token).
 
 Handlers are thin: they check input, read the job store and hand state changes to the
 dispatcher. Every error body is `{"detail": "<message a user can act on>"}`.
@@ -25,7 +25,7 @@ from .dispatcher import Dispatcher
 from .joblogs import log_tail, read_log
 from .jobs import PLANNED, JobTypeError, get_job_type, job_types
 from .params import ParamError
-from .security import HostGuard, bearer_auth
+from .security import HostGuard, bearer_auth, token_matches
 from .store import CANCELLED, FAILED, FINISHED, INTERRUPTED, STATES, JobRecord, JobStore
 
 LOG_TAIL_LINES = 20
@@ -95,9 +95,9 @@ class Health(BaseModel):
     devices: list[dict[str, Any]]
     default_device: str
     device_probe: str
-    torch: str | None
-    disk_free_gb: float
-    uptime_s: float
+    torch: str | None = None  # this and below: only with the token
+    disk_free_gb: float | None = None
+    uptime_s: float | None = None
 
 
 class ModelList(BaseModel):
@@ -130,7 +130,8 @@ def _not_found(job_id: str) -> HTTPException:
 
 def create_app(service: ServiceState) -> FastAPI:
     """The ASGI app: HostGuard around FastAPI; every route but /health needs the token."""
-    app = FastAPI(title="GFM backend", version=__version__,
+    app = FastAPI(title="GFM backend", version=__version__, openapi_url=None, docs_url=None,
+                  redoc_url=None,
                   description="Local job service of the GFM QGIS plugin: classify rasters, "
                   "fine-tune and export models, build GeoPiles and pretrain, in worker "
                   "processes. Authenticate with the bearer token from server.json.")
@@ -147,12 +148,27 @@ def create_app(service: ServiceState) -> FastAPI:
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "malformed request"
         return JSONResponse({"detail": detail, "errors": errors}, 422)
 
-    @app.get("/health", response_model=Health, tags=["service"])
-    async def health() -> dict[str, Any]:
-        """Version, devices (GPU name and memory) and free disk; needs no token."""
-        return {"status": "ok", "version": __version__, "api_version": API_VERSION,
-                **service.devices.snapshot(), "disk_free_gb": disk_free_gb(config.state_dir),
-                "uptime_s": round(time.time() - service.started_at, 1)}
+    @app.get("/health", response_model=Health, response_model_exclude_none=True, tags=["service"])
+    async def health(request: Request) -> dict[str, Any]:
+        """Version and devices (names only) for anyone; with the token also the torch build,
+        memory, free disk and uptime, which are nobody else's business."""
+        snapshot = service.devices.snapshot()
+        public = {"status": "ok", "version": __version__, "api_version": API_VERSION,
+                  "default_device": snapshot["default_device"],
+                  "device_probe": snapshot["device_probe"],
+                  "devices": [{"type": d.get("type"), "name": d.get("name")}
+                              for d in snapshot["devices"]]}
+        if not token_matches(request.headers.get("authorization"), service.token):
+            return public
+        return public | snapshot | {"disk_free_gb": disk_free_gb(config.state_dir),
+                                    "uptime_s": round(time.time() - service.started_at, 1)}
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(bearer_auth(service.token))])
+    async def openapi_schema() -> JSONResponse:
+        """The schema needs the token like every route but /health. The interactive /docs and
+        /redoc pages are off: they load their scripts from a CDN an offline service cannot
+        reach, and could not send the token; open this schema in any OpenAPI viewer."""
+        return JSONResponse(app.openapi())
 
     api = APIRouter(dependencies=[Depends(bearer_auth(service.token))], responses=ERRORS)
 

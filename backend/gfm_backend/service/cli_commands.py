@@ -34,6 +34,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    "STATE_DIR/models)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="extra name clients may use in the Host header (repeatable)")
+    p.add_argument("--heartbeat-timeout", type=float, default=60.0, metavar="S",
+                   help="a job whose worker sends no heartbeat for S seconds (hung, or stopped) "
+                   "is killed and fails with a message saying so")
     p.add_argument("--cancel-grace", type=float, default=10.0, metavar="S",
                    help="seconds a cancelled job gets to stop before its worker is stopped")
 
@@ -44,6 +47,7 @@ def run_serve(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return serve(ServiceConfig(
         state_dir=a.state_dir or default_state_dir(), host=a.host, port=a.port,
         gpu_jobs=a.gpu_jobs, cpu_jobs=a.cpu_jobs, cancel_grace_s=a.cancel_grace,
+        heartbeat_timeout_s=a.heartbeat_timeout,
         model_dirs=a.models or [], allow_hosts=a.allow_host))
 
 

@@ -34,6 +34,7 @@ class ServiceConfig:
     gpu_jobs: int = 1
     cpu_jobs: int = 2
     cancel_grace_s: float = 10.0
+    heartbeat_timeout_s: float = 60.0  # a worker silent this long is hung: killed, job failed
     model_dirs: list[Path] = field(default_factory=list)
     allow_hosts: list[str] = field(default_factory=list)
 

@@ -42,6 +42,7 @@ class Slot:
     job_id: str | None = None
     deadline: float | None = None  # when a cancelled or interrupted job gets stopped by force
     stop_state: str | None = None  # CANCELLED or INTERRUPTED once a stop was asked for
+    last_heard: float = 0.0  # monotonic time of the worker's last message
 
     @property
     def name(self) -> str:
@@ -149,7 +150,8 @@ class Dispatcher:
 
     def _handle(self, slot: Slot, msg: tuple) -> None:
         kind, job_id = msg[0], msg[1]
-        if job_id != slot.job_id:
+        slot.last_heard = time.monotonic()
+        if kind == "heartbeat" or job_id != slot.job_id:
             return  # a late message from a job already settled (e.g. stopped by force)
         if kind == "progress":
             self.store.set_progress(job_id, msg[2], msg[3])
@@ -219,6 +221,7 @@ class Dispatcher:
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
+        self._enforce_heartbeats(now)
         for slot in self._slots:
             if slot.job_id and slot.deadline is not None and now > slot.deadline:
                 log.warning("job %s did not stop within %.0f s; stopping its worker",
@@ -229,6 +232,18 @@ class Dispatcher:
                            f"{self.config.cancel_grace_s:g} s, so its worker was stopped)"
                            if state == CANCELLED else self._interrupted_message(slot.job_id))
                 self._settle(slot, state, message)
+                self._close(slot)
+
+    def _enforce_heartbeats(self, now: float) -> None:
+        limit = self.config.heartbeat_timeout_s
+        for slot in self._slots:
+            if slot.job_id and slot.stop_state is None and now - slot.last_heard > limit:
+                log.warning("job %s: no heartbeat from worker %s for %.0f s; stopping it",
+                            slot.job_id, slot.name, now - slot.last_heard)
+                self._kill(slot)
+                self._settle(slot, FAILED, f"the job's worker stopped responding (no heartbeat "
+                             f"for {limit:g} s: stopped, hung or swapping), so it was killed. "
+                             "The service is still running; submit the job again.")
                 self._close(slot)
 
     def _schedule(self) -> None:
@@ -246,6 +261,7 @@ class Dispatcher:
             self._spawn(slot)
         assert slot.process is not None
         slot.job_id = job_id
+        slot.last_heard = time.monotonic()
         self.store.mark_running(job_id, slot.process.pid)
         record = self.store.get(job_id)
         self.note(job_id, f"started (attempt {record.attempts if record else 1}) on "

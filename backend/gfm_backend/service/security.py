@@ -51,6 +51,14 @@ def load_or_create_token(path: Path) -> str:
     return token
 
 
+def token_matches(authorization: str | None, token: str) -> bool:
+    """`Authorization: Bearer <token>` with the right token (compared in constant time)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8"))
+
+
 def bearer_auth(token: str) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency: 401 unless `Authorization: Bearer <token>` matches."""
     scheme = HTTPBearer(auto_error=False, description="the token from server.json")

@@ -36,6 +36,7 @@ log = logging.getLogger("gfm_backend.service")
 def state_lock(config: ServiceConfig) -> Iterator[None]:
     """Hold the state folder for this process's lifetime (the kernel drops it on kill -9)."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private(config.state_dir)
     f: IO[str] = open(config.lock_path, "a+")  # held open while serving
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -90,11 +91,38 @@ def public_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def make_private(state_dir: Path) -> None:
+    """The state folder holds the token, job parameters (paths) and logs: the user's only.
+    A folder made by an older version (or by hand) is tightened at every start."""
+    os.chmod(state_dir, 0o700)
+    for root, dirs, files in os.walk(state_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o600)
+        # only our own folders: models folders inside are the user's to share
+        dirs[:] = [d for d in dirs if d == "jobs" and not os.path.islink(os.path.join(root, d))]
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+
+
+def warn_if_history_lost(config: ServiceConfig) -> None:
+    """A database deleted while a server ran would otherwise start afresh without a word."""
+    if config.db_path.exists() or not config.jobs_dir.is_dir():
+        return
+    logs = sum(1 for _ in config.jobs_dir.glob("*.log"))
+    if logs:
+        log.warning("the job database %s is missing although %s holds %d job logs: the job "
+                    "history was lost (was the file deleted?); starting a new one",
+                    config.db_path, config.jobs_dir, logs)
+
+
 def _log_to_file(path: Path) -> logging.Handler:
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=2,
                                                    encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("gfm_backend").addHandler(handler)
+    os.chmod(path, 0o600)
     return handler
 
 
@@ -116,8 +144,10 @@ def serve(config: ServiceConfig) -> dict[str, Any]:
             plugins = load_plugins()
             if plugins:
                 log.info("job-type plugins: %s", ", ".join(plugins))
-            config.jobs_dir.mkdir(exist_ok=True)
+            config.jobs_dir.mkdir(exist_ok=True, mode=0o700)
+            warn_if_history_lost(config)
             store = JobStore(config.db_path)
+            os.chmod(config.db_path, 0o600)  # SQLite gives its -wal and -shm files the same mode
             for record in store.interrupt_running():
                 log.warning("job %s (%s) was running when the last server stopped: %s",
                             record.id, record.type, "marked interrupted")

@@ -30,6 +30,7 @@ from ..progress import Progress
 log = logging.getLogger("gfm_backend.service.worker")
 NICENESS = 10  # jobs yield the CPU to the server, so status requests stay fast
 PROGRESS_INTERVAL_S = 0.25
+HEARTBEAT_S = 2.0  # the server fails a job whose worker stays silent for --heartbeat-timeout
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -69,6 +70,12 @@ class _Link:
         timer.daemon = True
         timer.start()
 
+    def beat(self) -> None:
+        """Heartbeat thread: a worker that is stopped (SIGSTOP) or wedged in C code with the
+        GIL held goes silent, and the server can tell it from a long, quiet step."""
+        while not self.orphaned.wait(HEARTBEAT_S):
+            self.send("heartbeat", None)
+
     def send(self, *msg: Any) -> None:
         try:
             with self._send_lock:
@@ -89,6 +96,7 @@ def worker_main(commands: Connection, events: Connection, exit_grace_s: float = 
     load_plugins()
     link = _Link(commands, events, exit_grace_s)
     threading.Thread(target=link.read_commands, name="gfm-worker-commands", daemon=True).start()
+    threading.Thread(target=link.beat, name="gfm-worker-heartbeat", daemon=True).start()
     while (msg := link.jobs.get()) is not None:
         _, job_id, job_type, params, log_path, threads = msg
         _set_threads(threads)
@@ -178,7 +186,11 @@ def _run_job(link: _Link, job_id: str, job_type: str, params: dict[str, Any], lo
         try:
             outputs = get_job_type(job_type).run(params, _progress(link, job_id))
         except Cancelled as exc:
-            log.info("cancelled: %s", exc)
+            if link.orphaned.is_set():
+                log.info("stopped: the service went away while the job ran (its process ended "
+                         "or was killed); the job is marked interrupted when the service starts")
+            else:
+                log.info("cancelled: %s", exc)
             link.send("cancelled", job_id, str(exc))
         except BaseException as exc:  # every failure must reach the server
             log.error("failed:\n%s", "".join(traceback.format_exception(exc)).rstrip())

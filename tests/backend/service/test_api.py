@@ -19,7 +19,7 @@ from .conftest import REPO, Server
 
 AUTHED = [("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/abc"), ("GET", "/jobs/abc/log"),
           ("POST", "/jobs/abc/cancel"), ("POST", "/jobs/abc/resume"), ("GET", "/models"),
-          ("GET", "/job-types")]
+          ("GET", "/job-types"), ("GET", "/openapi.json")]
 
 
 def test_server_json_is_private_and_says_how_to_connect(server: Server):
@@ -35,9 +35,14 @@ def test_server_json_is_private_and_says_how_to_connect(server: Server):
 def test_health_needs_no_token_and_describes_the_machine(server: Server):
     r = server.client(auth=False).get("/health")
     assert r.status_code == 200
-    health = r.json()
-    assert health["version"] == __version__ and health["status"] == "ok"
-    assert health["disk_free_gb"] > 0
+    public = r.json()
+    assert public["version"] == __version__ and public["status"] == "ok"
+    assert {d["type"] for d in public["devices"]} >= {"cpu"}
+    for private in ("disk_free_gb", "uptime_s", "torch"):  # nobody else's business
+        assert private not in public
+    assert all(set(d) == {"type", "name"} for d in public["devices"])
+    health = server.client().get("/health").json()  # with the token: the whole picture
+    assert health["disk_free_gb"] > 0 and health["uptime_s"] >= 0
     cpu = [d for d in health["devices"] if d["type"] == "cpu"]
     assert cpu and cpu[0]["cores"] >= 1
     for gpu in (d for d in health["devices"] if d["type"] == "cuda"):

@@ -59,6 +59,7 @@ def test_kill_9_then_restart_shows_interrupted_and_resume_goes_on(start_server, 
     assert done["outputs"]["resumed_from"] == checkpoint
     log = s2.client().get(f"/jobs/{job['id']}/log").text
     assert "interrupted" not in done["message"] and "resume requested" in log
+    assert "cancelled by the user" not in log and "the service went away" in log
 
 
 def test_sigterm_stops_jobs_as_interrupted_and_removes_server_json(start_server, tmp_path):

@@ -224,3 +224,41 @@ def test_out_of_bounds_parameters_are_400(server, small_raster, scene_files, tmp
     assert code == 400 and body["field"] == field, body
     assert not (tmp_path / "o").exists() and not (tmp_path / "m").exists()
     still_answers(server)
+
+
+def test_a_stopped_worker_fails_its_job_after_the_heartbeat_timeout(start_server, tmp_path):
+    import signal
+    import time
+
+    s = start_server(tmp_path / "state", "--heartbeat-timeout", "3")
+    job = s.submit("stubborn", seconds=120)
+    s.wait(job["id"], ("running",))
+    time.sleep(0.5)
+    worker = s.job(job["id"])["worker_pid"]
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        done = s.wait(job["id"], timeout=30)
+    finally:
+        try:
+            os.kill(worker, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert done["state"] == "failed" and "heartbeat" in done["message"], done
+    after = s.submit("stubborn", seconds=0)  # a new worker takes the next job
+    assert s.wait(after["id"])["state"] == "succeeded"
+    still_answers(s)
+
+
+def test_state_folder_is_made_private_and_a_lost_database_is_reported(start_server, tmp_path):
+    import stat
+
+    state = tmp_path / "state"
+    (state / "jobs").mkdir(parents=True)
+    (state / "jobs" / "old.log").write_text("a job from before\n")
+    state.chmod(0o755)
+    s = start_server(state)
+    still_answers(s)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for path in [state / "jobs.sqlite3", state / "server.log", state / "token", state / "jobs" / "old.log"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert "job history was lost" in (state / "server.log").read_text()

@@ -32,7 +32,7 @@ def fuzz_server(tmp_path_factory):
 
 def test_no_request_the_schema_allows_or_forbids_makes_a_server_error(fuzz_server: Server):
     # driven by hand: schemathesis' pytest plugin does not run under pytest 9 yet
-    api = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json")
+    api = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json", headers=fuzz_server.headers)
     operations = [result.ok() for result in api.get_all_operations()]
     assert len(operations) >= 9
     for operation in operations:
