@@ -61,3 +61,36 @@ def test_sigterm_leaves_no_partial_outputs(tmp_path, scene_files, tiny_model):
     assert "Traceback" not in err
     assert not (tmp_path / "m").exists()
     assert not list(tmp_path.glob(".m.partial-*"))
+
+
+def test_output_folder_rule_on_the_command_line(tmp_path, scene_files, tiny_model):
+    """A previous result needs --overwrite; someone's files and the model folder are refused."""
+    out = tmp_path / "o"
+    args = ("--quiet", "classify", str(scene_files["raster"]), "--model", str(tiny_model),
+            "--device", "cpu", "--runtime", "onnx", "--no-polygons")
+    assert gfm(*args, "--out", str(out)).returncode == 0
+    first = (out / "report.json").read_bytes()
+    again = gfm(*args, "--out", str(out))
+    assert again.returncode == 2 and "--overwrite" in again.stderr, again.stderr
+    assert (out / "report.json").read_bytes() == first
+    assert gfm(*args, "--out", str(out), "--overwrite").returncode == 0
+    (out / "notes.txt").write_text("mine")
+    foreign = gfm(*args, "--out", str(out), "--overwrite")
+    assert foreign.returncode == 2 and "notes.txt" in foreign.stderr
+    model_report = (tiny_model / "report.json").read_bytes()
+    into_model = gfm(*args, "--out", str(tiny_model), "--overwrite")
+    assert into_model.returncode == 2 and "Traceback" not in into_model.stderr
+    assert (tiny_model / "report.json").read_bytes() == model_report
+    bounds = gfm(*args, "--out", str(tmp_path / "p"), "--min-area", "1e308")
+    assert bounds.returncode == 2 and "--min-area" in bounds.stderr, bounds.stderr
+
+
+def test_finetune_at_another_tile_size(tmp_path, scene_files):
+    r = gfm("--quiet", "finetune", str(scene_files["raster"]), "--labels", str(scene_files["labels"]),
+            "--class-field", "class", "--out", str(tmp_path / "m"), "--config", "tiny", "--device",
+            "cpu", "--epochs", "1", "--chips", "8", "--tile-size", "96", "--no-onnx")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["tile_size"] == 96
+    bad = gfm("--quiet", "finetune", str(scene_files["raster"]), "--labels", str(scene_files["labels"]),
+              "--out", str(tmp_path / "m2"), "--config", "tiny", "--tile-size", "100")
+    assert bad.returncode == 2 and "multiple of 32" in bad.stderr, bad.stderr

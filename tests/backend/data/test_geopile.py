@@ -309,3 +309,18 @@ def test_formats_and_band_rules(tmp_path):
     colours = {tuple(c) for c in chips["palette.png"].reshape(3, -1).T}
     assert colours <= {(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)}
     assert np.array_equal(chips["mosaic.vrt"][0], chips["mosaic.vrt"][2])
+
+
+def test_nan_pixels_are_nodata_in_chips(tmp_path):
+    """NaN (no nodata declared) is nodata: a chip that is mostly NaN is dropped, never kept
+    as a black square."""
+    rng = np.random.default_rng(5)
+    src = tmp_path / "src"
+    src.mkdir()
+    data = rng.normal(300, 50, (3, 2 * CHIP, 4 * CHIP)).astype(np.float32)
+    data[:, :, : 2 * CHIP] = np.nan  # the left four chips are all NaN
+    with rasterio.open(src / "nan.tif", "w", driver="GTiff", width=4 * CHIP, height=2 * CHIP, count=3,
+                       dtype="float32", crs="EPSG:3857", transform=from_origin(1e6, 6e6, 2.0, 2.0)) as d:
+        d.write(data)
+    s = build(BuildOptions(src=src, out=tmp_path / "pile", rules=CutRules(chip=CHIP)))
+    assert s["chips_added"] == 4 and s["dropped"]["nodata"] == 4, s

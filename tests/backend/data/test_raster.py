@@ -60,3 +60,24 @@ def test_pixel_size_projected_geographic_and_scale(tmp_path):
         assert 0.5 < pixel_size_m(ds) < 1.2
     with make("ft.tif", "EPSG:2272", 1.0) as ds:  # US survey feet
         assert pixel_size_m(ds) == pytest.approx(0.3048, rel=1e-3)
+
+
+def test_non_finite_values_are_invalid_and_zeroed(tmp_path):
+    path = tmp_path / "f.tif"
+    data = np.ones((3, 8, 8), dtype=np.float32)
+    data[0, 0, 0], data[1, 2, 3], data[2, 7, 7] = np.nan, np.inf, -np.inf
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=3, dtype="float32",
+                       crs="EPSG:32633", transform=from_origin(0, 8, 1, 1)) as ds:
+        ds.write(data)
+    with rasterio.open(path) as ds:
+        raw, valid = read_window(ds, [1, 2, 3], Window(0, 0, 8, 8))
+    assert np.isfinite(raw).all()
+    assert not valid[0, 0] and not valid[2, 3] and not valid[7, 7] and valid.sum() == 61
+
+
+@pytest.mark.parametrize("field, value", [("scale", [0.0, 255.0, 255.0]), ("gsd_m", 0.0),
+                                          ("bands", []), ("bands", ["1", "2", "3"]),
+                                          ("std", [0.2, 0.2, float("nan")]), ("tile_size", 0)])
+def test_model_descriptions_that_would_give_nonsense_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        spec(**{field: value})

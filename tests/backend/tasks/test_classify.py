@@ -134,3 +134,31 @@ def test_bad_inputs_name_the_file(tmp_path, tiny_model, scene_files):
         dst.write(np.zeros((1, 8, 8), np.uint8))
     with pytest.raises(InputError, match="gray.tif.*band"):
         classify(ClassifyParams(one_band, tiny_model, tmp_path / "o"))
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_nan_pixels_are_nodata_and_never_spread(classified, scene_files, tiny_model, tmp_path,
+                                                declared):
+    """A float raster whose top half is NaN (with or without nodata=NaN declared): the top
+    half is nodata in the outputs and the bottom half is classified as usual."""
+    out, _ = classified
+    with rasterio.open(scene_files["raster"]) as src:
+        data = src.read().astype(np.float32)
+        profile = src.profile | {"dtype": "float32", "nodata": float("nan") if declared else None}
+    half = data.shape[1] // 2
+    data[:, :half] = np.nan
+    data[0, half + 5, 7] = np.inf  # a stray infinity is nodata too
+    path = tmp_path / "nan.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    classify(ClassifyParams(path, tiny_model, tmp_path / "o", device="cpu", polygons=False))
+    with rasterio.open(tmp_path / "o" / "classes.tif") as c, \
+            rasterio.open(tmp_path / "o" / "confidence.tif") as f, \
+            rasterio.open(out / "classes.tif") as ref:
+        classes, conf, expected = c.read(1), f.read(1), ref.read(1)
+    assert (classes[:half] == 255).all() and (conf[:half] == -1).all()
+    assert classes[half + 5, 7] == 255
+    assert np.isfinite(conf).all() and (conf[half:] <= 1).all()
+    bottom = classes[half + 64:]  # clear of the tiles that straddle the NaN edge
+    assert (bottom != 255).all()
+    assert (bottom == expected[half + 64:]).mean() > 0.9
