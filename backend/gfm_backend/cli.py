@@ -14,7 +14,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come only from files the user names
 
 from . import __version__  # noqa: E402
-from .errors import Cancelled, GfmError  # noqa: E402
+from .errors import Cancelled, GfmError, environment_problem  # noqa: E402
 from .progress import Progress  # noqa: E402
 from .service.cli_commands import add_jobs, add_serve, run_jobs, run_serve  # noqa: E402
 from .tasks.geopile_cli import add_geopile, run_geopile  # noqa: E402
@@ -265,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         close()
+        problem = environment_problem(exc)
+        if problem is not None and not args.debug:
+            print(f"gfm: error: {problem}", file=sys.stderr)
+            return 2
         if args.debug:
             raise
         print(f"gfm: internal error: {type(exc).__name__}: {exc} (rerun with --debug for "

@@ -224,7 +224,11 @@ def acquire(folder: Path) -> Path:
                                  "for it to end or choose another output folder") from None
             shutil.rmtree(lock, ignore_errors=True)  # left by a job that died: only ours inside
             continue
-        write_text_atomic(lock / OWNER, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        try:
+            write_text_atomic(lock / OWNER, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        except BaseException:  # a full disk: leave nothing behind
+            shutil.rmtree(lock, ignore_errors=True)
+            raise
         return lock
     raise InputError(folder, "cannot take the write lock of this folder")
 
@@ -262,7 +266,13 @@ def staged_output(out: Path | str, kind: OutputKind, overwrite: bool = False,
     """
     folder = check_output_dir(out, kind, overwrite, inputs)
     created = not folder.exists()
-    lock = acquire(folder)
+    try:
+        lock = acquire(folder)
+    except BaseException:  # another job's lock, or a full disk: only undo our mkdir
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     try:
         stage = lock / "new"
         stage.mkdir()

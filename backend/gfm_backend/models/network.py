@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -75,7 +76,12 @@ def load_network(model_dir: Path, spec: ModelSpec) -> GfmNetwork:
         raise InputError(model_dir, f"model package has no {WEIGHTS_FILE}")
     net = build_network(spec)
     try:
-        net.load_state_dict(load_file(str(path)), strict=True)
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable safetensors file (truncated or damaged? {exc}); "
+                         "copy the model package again or fine-tune it again") from exc
+    try:
+        net.load_state_dict(state, strict=True)
     except (RuntimeError, OSError) as exc:
         raise InputError(path, f"weights do not match model.json: {exc}") from exc
     return net.eval()

@@ -6,6 +6,8 @@ dispatcher. Every error body is `{"detail": "<message a user can act on>"}`.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +122,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Error, "description": "no such job"},
     409: {"model": Error, "description": "not possible in the job's current state"},
     422: {"model": Error, "description": "malformed request"},
+    507: {"model": Error, "description": "the service's state folder is full"},
 }
 
 
@@ -140,6 +143,24 @@ def create_app(service: ServiceState) -> FastAPI:
     @app.exception_handler(GfmError)
     async def gfm_error(_: Request, exc: GfmError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "field": getattr(exc, "field", None)}, 400)
+
+    @app.exception_handler(sqlite3.Error)
+    async def store_error(_: Request, exc: sqlite3.Error) -> JSONResponse:
+        return _store_unavailable(exc)
+
+    @app.exception_handler(OSError)
+    async def os_error(_: Request, exc: OSError) -> JSONResponse:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _store_unavailable(exc)
+        raise exc
+
+    def _store_unavailable(exc: BaseException) -> JSONResponse:
+        """A full disk under the state folder is the operator's to fix: 507 while it lasts."""
+        full = "full" in str(exc) or isinstance(exc, OSError)
+        detail = (f"the service's state folder {config.state_dir} is full ({exc}): free some "
+                  "space there and try again; running jobs go on" if full else
+                  f"the job store is not available right now ({exc}); try again shortly")
+        return JSONResponse({"detail": detail}, 507 if full else 503)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:

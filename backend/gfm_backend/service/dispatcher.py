@@ -14,8 +14,10 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -28,6 +30,7 @@ from .worker import worker_main
 
 log = logging.getLogger("gfm_backend.service")
 POLL_S = 0.5
+STORE_ERRORS = (sqlite3.Error, OSError)  # a full or vanished disk under the state folder
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Dispatcher:
         self._cancels: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._deferred: list[tuple[Callable[..., None], str, tuple]] = []
         self._thread = threading.Thread(target=self._loop, name="gfm-dispatcher", daemon=True)
 
     # ------------------------------------------------------------------ called by the API
@@ -112,6 +116,7 @@ class Dispatcher:
                     for slot in self._slots:
                         if slot.job_id and slot.stop_state is None:  # a cancel stays a cancel
                             self._ask_to_stop(slot, INTERRUPTED)
+                self._flush_deferred()
                 self._wait_and_handle()
                 self._apply_cancels()
                 self._enforce_deadlines()
@@ -154,7 +159,8 @@ class Dispatcher:
         if kind == "heartbeat" or job_id != slot.job_id:
             return  # a late message from a job already settled (e.g. stopped by force)
         if kind == "progress":
-            self.store.set_progress(job_id, msg[2], msg[3])
+            with contextlib.suppress(*STORE_ERRORS):  # progress is not worth keeping for later
+                self.store.set_progress(job_id, msg[2], msg[3])
             return
         if kind == "done":
             record = self.store.get(job_id)
@@ -177,7 +183,7 @@ class Dispatcher:
     def _settle(self, slot: Slot, state: str, message: str, outputs: dict | None = None) -> None:
         job_id = slot.job_id
         assert job_id is not None
-        self.store.finish(job_id, state, message, outputs)
+        self._write(self.store.finish, job_id, state, message, outputs)
         self.note(job_id, f"{state}: {message}")
         log.info("job %s %s: %s", job_id, state, message)
         slot.job_id, slot.deadline, slot.stop_state = None, None, None
@@ -208,7 +214,7 @@ class Dispatcher:
                 continue
             record = self.store.get(job_id)
             if record is not None and record.state == "queued":
-                self.store.finish(job_id, CANCELLED, "cancelled before it started")
+                self._write(self.store.finish, job_id, CANCELLED, "cancelled before it started")
                 self.note(job_id, "cancelled before it started")
 
     def _ask_to_stop(self, slot: Slot, state: str) -> None:
@@ -246,11 +252,35 @@ class Dispatcher:
                              "The service is still running; submit the job again.")
                 self._close(slot)
 
+    def _write(self, fn: Callable[..., None], job_id: str, *args: Any) -> None:
+        """A job-state write that survives a full disk: a write that fails is kept, in order,
+        and retried until it goes through, so no job stays `running` for good."""
+        if not self._deferred:
+            try:
+                fn(job_id, *args)
+                return
+            except STORE_ERRORS as exc:
+                log.warning("cannot record job %s now (%s); it will be recorded when the state "
+                            "folder %s has room again", job_id, exc, self.config.state_dir)
+        self._deferred.append((fn, job_id, args))
+
+    def _flush_deferred(self) -> None:
+        while self._deferred:
+            fn, job_id, args = self._deferred[0]
+            try:
+                fn(job_id, *args)
+            except STORE_ERRORS:
+                return
+            self._deferred.pop(0)
+            if not self._deferred:
+                log.info("the job records are up to date again")
+
     def _schedule(self) -> None:
         for slot in self._slots:
             if slot.job_id is not None:
                 continue
-            record = self.store.next_queued(slot.lane)
+            busy = {s.job_id for s in self._slots if s.job_id} | {w[1] for w in self._deferred}
+            record = self.store.next_queued(slot.lane, exclude=busy)
             if record is None:
                 continue
             self._start_job(slot, record.id, record.type, record.params)
@@ -262,7 +292,7 @@ class Dispatcher:
         assert slot.process is not None
         slot.job_id = job_id
         slot.last_heard = time.monotonic()
-        self.store.mark_running(job_id, slot.process.pid)
+        self._write(self.store.mark_running, job_id, slot.process.pid)
         record = self.store.get(job_id)
         self.note(job_id, f"started (attempt {record.attempts if record else 1}) on "
                       f"{slot.name}, worker pid {slot.process.pid}")

@@ -183,12 +183,16 @@ class JobStore:
             rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
         return [_record(r) for r in rows]
 
-    def next_queued(self, resource: str) -> JobRecord | None:
-        """The oldest queued job of a resource kind: first come, first served."""
+    def next_queued(self, resource: str, exclude: set[str] | None = None) -> JobRecord | None:
+        """The oldest queued job of a resource kind: first come, first served. `exclude`:
+        jobs already started whose new state is not written yet."""
+        skip = sorted(exclude or ())
+        marks = ", ".join("?" * len(skip))
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM jobs WHERE state = ? AND resource = ? ORDER BY seq LIMIT 1",
-                (QUEUED, resource)).fetchone()
+                "SELECT * FROM jobs WHERE state = ? AND resource = ?"
+                + (f" AND id NOT IN ({marks})" if skip else "") + " ORDER BY seq LIMIT 1",
+                (QUEUED, resource, *skip)).fetchone()
         return _record(row) if row else None
 
     def mark_running(self, job_id: str, pid: int | None) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..errors import Cancelled, GfmError
+from ..errors import Cancelled, GfmError, environment_problem
 from ..progress import Progress
 
 log = logging.getLogger("gfm_backend.service.worker")
@@ -166,6 +166,9 @@ def failure_message(exc: BaseException) -> str:
     """What a GIS user reads when a job fails; the traceback goes to the job log."""
     if isinstance(exc, GfmError):
         return str(exc)
+    problem = environment_problem(exc)
+    if problem is not None:
+        return problem
     name = type(exc).__name__
     if isinstance(exc, MemoryError):
         return ("the job ran out of memory; try a smaller batch_size, a smaller raster or "

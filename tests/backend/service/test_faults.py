@@ -262,3 +262,77 @@ def test_state_folder_is_made_private_and_a_lost_database_is_reported(start_serv
     for path in [state / "jobs.sqlite3", state / "server.log", state / "token", state / "jobs" / "old.log"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert "job history was lost" in (state / "server.log").read_text()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 16 MB tmpfs (root only): the state folder's disk, to fill up."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(mount)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    fill = disk / "fill"
+    chunk = b"\0" * 2**16
+    with open(fill, "wb") as f:
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError:
+            pass
+    return fill
+
+
+def test_a_full_state_disk_answers_507_and_the_service_recovers(start_server, small_disk, tmp_path):
+    import time
+
+    s = start_server(small_disk / "state")
+    job = s.submit("steps", out=str(tmp_path / "steps"), steps=30, step_s=0.1)
+    s.wait(job["id"], ("running",))
+    fill = _fill(small_disk)
+    try:
+        r = s.client().post("/jobs", json={"type": "steps", "params": {"out": str(tmp_path / "x")}})
+        assert r.status_code == 507 and "full" in r.json()["detail"], r.text
+        time.sleep(4)  # the job ends while nothing can be recorded
+        assert s.client().get(f"/jobs/{job['id']}").status_code == 200
+        still_answers(s)
+    finally:
+        fill.unlink()
+    assert s.wait(job["id"], timeout=30)["state"] == "succeeded"  # recorded once there is room
+    later = s.submit("steps", out=str(tmp_path / "later"), steps=1, step_s=0)
+    assert s.wait(later["id"], timeout=30)["state"] == "succeeded"
+    still_answers(s)
+
+
+def test_a_full_output_disk_and_damaged_weights_are_clear_failures(server, small_raster, tiny_model,
+                                                                   small_disk, tmp_path):
+    fill = _fill(small_disk)
+    try:
+        job = server.submit("classify", raster=str(small_raster), model="tiny",
+                            out=str(small_disk / "out"), device="cpu")
+        done = server.wait(job["id"])
+        assert done["state"] == "failed" and "no space left" in done["message"], done
+        assert "internal error" not in done["message"]
+    finally:
+        fill.unlink()
+    assert not (small_disk / "out").exists()  # nothing half-written is left
+    model = tmp_path / "damaged"
+    shutil.copytree(tiny_model, model)
+    (model / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    job = server.submit("classify", raster=str(small_raster), model=str(model),
+                        out=str(tmp_path / "o"), device="cpu")
+    done = server.wait(job["id"])
+    assert done["state"] == "failed" and "model.safetensors" in done["message"], done
+    assert "internal error" not in done["message"]
+    still_answers(server)
