@@ -97,6 +97,16 @@ def test_finetune_from_drawn_labels_registers_a_model(plugin, backend_outputs, i
     names = [plugin.dock.model_combo.itemText(i) for i in range(plugin.dock.model_combo.count())]
     assert "drawn-model" in names
 
+    # the same name again: replaced only when the analyst says yes
+    asked = []
+    plugin.confirm = lambda text: asked.append(text) or False
+    assert plugin.finetune_current() is None and "drawn-model" in asked[0]
+    plugin.confirm = lambda text: True
+    again = plugin.finetune_current()
+    wait_for(again, timeout=600)
+    assert again.info["state"] == "succeeded", again.error
+    assert again.info["params"]["overwrite"] is True
+
 
 def test_processing_classify_algorithm(use_backend, backend_outputs, tmp_path, qgis_app):
     from gfm_plugin.processing.algorithms import ClassifyAlgorithm
