@@ -14,6 +14,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come only from files the user names
 
 from . import __version__  # noqa: E402
+from .cli_checks import checked  # noqa: E402
 from .errors import Cancelled, GfmError, environment_problem  # noqa: E402
 from .progress import Progress  # noqa: E402
 from .service.cli_commands import add_jobs, add_serve, run_jobs, run_serve  # noqa: E402
@@ -26,31 +27,6 @@ from .tasks.pretrain_cli import (  # noqa: E402
 )
 
 OVERWRITE_HELP = "replace a previous output of this kind in --out (never anybody else's files)"
-
-
-POSITIONAL = frozenset({"raster", "rasters", "model_dir", "src_folder", "pile_dir"})
-
-
-def _absolute(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value.absolute())
-    if isinstance(value, list):
-        return [_absolute(v) for v in value]
-    return value
-
-
-def checked(job_type: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The command's arguments checked against the job type's declaration, exactly as the
-    service checks a submitted job: files, bounds, the output-folder rule."""
-    from .service.jobs import get_job_type
-    from .service.params import ParamError
-
-    given = {k: _absolute(v) for k, v in values.items() if v is not None}
-    try:
-        return get_job_type(job_type).validate(given)
-    except ParamError as exc:
-        name = exc.field.upper() if exc.field in POSITIONAL else "--" + exc.field.replace("_", "-")
-        raise GfmError(f"{name}: {exc.problem}") from exc
 
 
 def _terminal_progress(tty: bool, quiet: bool) -> tuple[Progress, Callable[[], None]]:

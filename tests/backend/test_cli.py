@@ -94,3 +94,18 @@ def test_finetune_at_another_tile_size(tmp_path, scene_files):
     bad = gfm("--quiet", "finetune", str(scene_files["raster"]), "--labels", str(scene_files["labels"]),
               "--out", str(tmp_path / "m2"), "--config", "tiny", "--tile-size", "100")
     assert bad.returncode == 2 and "multiple of 32" in bad.stderr, bad.stderr
+
+
+def test_geopile_and_pretrain_share_the_declared_bounds(tmp_path, scene_files):
+    pile = tmp_path / "pile"
+    assert gfm("--quiet", "geopile", "build", str(scene_files["root"]), "--out", str(pile)).returncode == 0
+    chip = gfm("--quiet", "geopile", "build", str(scene_files["root"]), "--out", str(tmp_path / "p2"),
+               "--chip", str(10**9))
+    assert chip.returncode == 2 and "--chip" in chip.stderr, chip.stderr
+    seed = gfm("--quiet", "pretrain", str(pile), "--out", str(tmp_path / "run"), "--teacher", "none",
+               "--config", "tiny", "--seed", "-1")
+    assert seed.returncode == 2 and "--seed" in seed.stderr, seed.stderr
+    inside = gfm("--quiet", "pretrain", str(pile), "--out", str(tmp_path), "--teacher", "none",
+                 "--config", "tiny")
+    assert inside.returncode == 2 and "inside" in inside.stderr, inside.stderr
+    assert not (tmp_path / "run").exists()

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..cli_checks import checked
 from ..progress import Progress
 
 
@@ -35,7 +36,7 @@ def run_geopile(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
     if a.geopile_command == "info":
         return geopile_info(a.pile)
-    return build_geopile(GeopileParams(
-        src_folder=a.src_folder, out=a.out, chip=a.chip, bands=a.bands, dataset=a.dataset,
-        min_valid=a.min_valid, blank_std=a.blank_std, shard_chips=a.shard_chips, workers=a.workers),
-        progress)
+    names = ("src_folder", "out", "chip", "bands", "dataset", "min_valid", "blank_std",
+             "shard_chips", "workers")
+    p = checked("geopile", {n: getattr(a, n) for n in names})
+    return build_geopile(GeopileParams(**{n: p[n] for n in names}), progress)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..cli_checks import checked
 from ..progress import Progress
 
 
@@ -38,13 +39,14 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
 def run_pretrain(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .pretrain import PretrainParams, pretrain
 
-    return pretrain(PretrainParams(
-        pile_dir=a.pile_dir, out=a.out, teacher=a.teacher, config=a.config, batch=a.batch,
-        epochs=a.epochs, max_steps=a.max_steps, warmup_epochs=a.warmup_epochs, resume=a.resume,
-        device=a.device, checkpoint_every=a.checkpoint_every, log_every=a.log_every, seed=a.seed,
-        record_chips=a.record_chips, attention=a.attention, compile_blocks=a.compile_blocks,
-        overwrite=a.overwrite),
-        progress)
+    names = ("pile_dir", "out", "teacher", "config", "batch", "epochs", "max_steps",
+             "warmup_epochs", "resume", "device", "checkpoint_every", "log_every", "seed",
+             "attention", "compile_blocks", "overwrite")
+    values = {n: getattr(a, n) for n in names}
+    if a.teacher and a.teacher.lower() != "none":
+        values["teacher"] = Path(a.teacher)  # a path, made absolute like the others
+    p = checked("pretrain", values)
+    return pretrain(PretrainParams(**{n: p[n] for n in names}, record_chips=a.record_chips), progress)
 
 
 def add_export_encoder(sub: argparse._SubParsersAction) -> None:
