@@ -100,12 +100,31 @@ class JobRecord:
         }
 
 
+def _printable(value: Any) -> Any:
+    """Strings as valid UTF-8: a record stored by an older version with a lone surrogate
+    (a Latin-1 file name) is shown with the byte escaped instead of failing every answer."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
+
+
+def storable(params: dict[str, Any]) -> str:
+    """The params as JSON text that can be stored and served back, or a ValueError."""
+    text = json.dumps(params, ensure_ascii=False)
+    text.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    return text
+
+
 def _record(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
-        id=row["id"], type=row["type"], params=json.loads(row["params"]),
+        id=row["id"], type=row["type"], params=_printable(json.loads(row["params"])),
         resource=row["resource"], resumable=bool(row["resumable"]), state=row["state"],
-        progress=row["progress"], message=row["message"],
-        outputs=json.loads(row["outputs"]) if row["outputs"] else None,
+        progress=row["progress"], message=_printable(row["message"]),
+        outputs=_printable(json.loads(row["outputs"])) if row["outputs"] else None,
         cancel_requested=bool(row["cancel_requested"]), attempts=row["attempts"],
         worker_pid=row["worker_pid"], created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], updated_at=row["updated_at"],
@@ -157,7 +176,7 @@ class JobStore:
             db.execute(
                 "INSERT INTO jobs (id, type, params, resource, resumable, state, message, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, job_type, json.dumps(params), resource, int(resumable), QUEUED,
+                (job_id, job_type, storable(params), resource, int(resumable), QUEUED,
                  "waiting for its turn", now, now))
         record = self.get(job_id)
         assert record is not None
@@ -220,7 +239,7 @@ class JobStore:
 
     def requeue(self, job_id: str, params: dict[str, Any], message: str) -> None:
         """Put a finished job back in the queue (resume), keeping its id and history."""
-        self._update(job_id, state=QUEUED, params=json.dumps(params), message=message,
+        self._update(job_id, state=QUEUED, params=storable(params), message=message,
                      cancel_requested=0, finished_at=None, worker_pid=None, outputs=None)
 
     def interrupt_running(self) -> list[JobRecord]:

@@ -336,3 +336,30 @@ def test_a_full_output_disk_and_damaged_weights_are_clear_failures(server, small
     assert done["state"] == "failed" and "model.safetensors" in done["message"], done
     assert "internal error" not in done["message"]
     still_answers(server)
+
+
+def test_a_record_an_older_version_stored_with_a_bad_name_is_still_served(start_server, tmp_path):
+    import sqlite3
+
+    state = tmp_path / "state"
+    s = start_server(state)
+    job = s.submit("steps", out=str(tmp_path / "ok"), steps=1, step_s=0)
+    s.wait(job["id"])
+    s.stop()
+    with sqlite3.connect(state / "jobs.sqlite3") as db:  # as the old version wrote it
+        db.execute("UPDATE jobs SET params = ? WHERE id = ?",
+                   (json.dumps({"out": str(tmp_path / "caf\udcff")}), job["id"]))
+    s2 = start_server(state)
+    assert s2.client().get("/jobs").status_code == 200
+    shown = s2.job(job["id"])
+    assert shown["params"]["out"].endswith("caf\\udcff")
+
+
+def test_out_on_another_filesystem_is_written_in_place(server, small_raster, small_disk):
+    """The mount point itself as `out`: staging happens inside it, so no rename crosses
+    filesystems (EXDEV)."""
+    job = server.submit("classify", raster=str(small_raster), model="tiny", out=str(small_disk),
+                        device="cpu", no_polygons=True)
+    done = server.wait(job["id"])
+    assert done["state"] == "succeeded", done
+    assert (small_disk / "classes.tif").exists() and not (small_disk / ".gfm-writing").exists()
