@@ -14,7 +14,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come only from files the user names
 
 from . import __version__  # noqa: E402
-from .cli_checks import checked  # noqa: E402
+from .cli_jobs import add_job_command, run_job_command  # noqa: E402
 from .errors import Cancelled, GfmError, environment_problem  # noqa: E402
 from .progress import Progress  # noqa: E402
 from .service.cli_commands import add_jobs, add_serve, run_jobs, run_serve  # noqa: E402
@@ -25,8 +25,6 @@ from .tasks.pretrain_cli import (  # noqa: E402
     run_export_encoder,
     run_pretrain,
 )
-
-OVERWRITE_HELP = "replace a previous output of this kind in --out (never anybody else's files)"
 
 
 def _terminal_progress(tty: bool, quiet: bool) -> tuple[Progress, Callable[[], None]]:
@@ -56,81 +54,10 @@ def _terminal_progress(tty: bool, quiet: bool) -> tuple[Progress, Callable[[], N
     return Progress(report=report), bar.close
 
 
-def _add_classify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("classify", help="classify a raster with a model package")
-    p.add_argument("raster", type=Path)
-    p.add_argument("--model", type=Path, required=True, help="model package folder")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--min-area", type=float, default=0.0, dest="min_area_m2",
-                   help="merge regions smaller than this (m2) into their neighbours")
-    p.add_argument("--simplify", type=float, default=0.0,
-                   help="polygon simplification tolerance in CRS units (0: none)")
-    p.add_argument("--no-polygons", action="store_true")
-    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-
-
-def _run_classify(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from .service.jobs import run_classify
-
-    return run_classify(checked("classify", {
-        "raster": a.raster, "model": a.model, "out": a.out, "runtime": a.runtime,
-        "device": a.device, "batch_size": a.batch_size, "min_area": a.min_area_m2,
-        "simplify": a.simplify, "no_polygons": a.no_polygons, "overwrite": a.overwrite}), progress)
-
-
-def _add_finetune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="train a model package on polygons drawn over rasters")
-    p.add_argument("rasters", type=Path, nargs="+", metavar="RASTER")
-    p.add_argument("--labels", type=Path, required=True, help="polygon file (GPKG, GeoJSON, SHP...)")
-    p.add_argument("--class-field", help="field holding each polygon's class (default: every "
-                   "polygon is one class named after the layer, e.g. building footprints)")
-    p.add_argument("--out", type=Path, required=True, help="model package folder to write")
-    p.add_argument("--encoder", type=Path, help="encoder weights: gfm.pth, Swin checkpoint, ...")
-    p.add_argument("--config", choices=("base", "tiny"), default="base",
-                   help="encoder shape when no --encoder is given (random init)")
-    p.add_argument("--task", choices=("segmentation", "scene_classification"),
-                   default="segmentation")
-    p.add_argument("--unlabeled", choices=("ignore", "background"), default="ignore")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--bands", type=int, nargs="+", help="1-based raster bands to read")
-    p.add_argument("--epochs", type=int, default=30, help="epochs of head training")
-    p.add_argument("--encoder-epochs", type=int, default=0,
-                   help="then epochs of whole-network fine-tuning (layer-wise LR decay)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--chips", type=int, default=256, help="training chips to cut")
-    p.add_argument("--tile-size", type=int)
-    p.add_argument("--head-channels", type=int, help="UPerNet width (default 256 for base)")
-    p.add_argument("--patience", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-onnx", action="store_true")
-    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-
-
-def _run_finetune(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from .service.jobs import run_finetune
-
-    names = ("labels", "class_field", "out", "encoder", "config", "task", "unlabeled", "device",
-             "bands", "epochs", "encoder_epochs", "batch_size", "chips", "tile_size", "patience",
-             "head_channels", "seed", "no_onnx", "overwrite")
-    return run_finetune(checked("finetune", {"rasters": a.rasters} | {n: getattr(a, n) for n in names}),
-                        progress)
-
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write the ONNX file of a model package")
-    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    p.add_argument("--out", type=Path, help="default: MODEL_DIR/model.onnx")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
-
-
-def _run_export(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from .tasks.export import export
-
-    p = checked("export", {"model_dir": a.model_dir, "out": a.out, "overwrite": a.overwrite})
-    return {"onnx": str(export(p["model_dir"], p["out"], p["overwrite"]))}
+def _job(name: str, help: str) -> tuple[Callable[..., None], Callable[..., dict[str, Any]]]:
+    """A command made from a job type: options from its parameter model, run by its runner."""
+    return ((lambda sub: add_job_command(sub, name, help)),
+            (lambda a, progress: run_job_command(name, a, progress)))
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -183,9 +110,9 @@ def _run_bench(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
 
 COMMANDS = {
-    "classify": (_add_classify, _run_classify),
-    "finetune": (_add_finetune, _run_finetune),
-    "export": (_add_export, _run_export),
+    "classify": _job("classify", "classify a raster with a model package"),
+    "finetune": _job("finetune", "train a model package on polygons drawn over rasters"),
+    "export": _job("export", "write the ONNX file of a model package"),
     "demo": (_add_demo, _run_demo),
     "bench": (_add_bench, _run_bench),
     "geopile": (add_geopile, run_geopile),

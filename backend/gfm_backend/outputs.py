@@ -33,6 +33,7 @@ from .atomic import write_text_atomic
 from .errors import InputError
 
 MANIFEST = ".gfm-output.json"
+OVERWRITE_HELP = "replace a previous output of this kind in out (never anybody else's files)"
 WRITING = ".gfm-writing"
 OWNER = "owner.json"
 _OURS_ALWAYS = frozenset({MANIFEST, WRITING})

@@ -187,7 +187,8 @@ def _run_job(link: _Link, job_id: str, job_type: str, params: dict[str, Any], lo
         log.info("running %s job %s in worker pid %d", job_type, job_id, os.getpid())
         t0 = time.perf_counter()
         try:
-            outputs = get_job_type(job_type).run(params, _progress(link, job_id))
+            kind = get_job_type(job_type)
+            outputs = kind.run(kind.model(params), _progress(link, job_id))
         except Cancelled as exc:
             if link.orphaned.is_set():
                 log.info("stopped: the service went away while the job ran (its process ended "

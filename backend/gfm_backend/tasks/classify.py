@@ -43,6 +43,7 @@ from ..package import ModelSpec, read_spec
 from ..progress import Progress, silent
 from ..runtime import Predictor, make_predictor
 from .blending import StripBlender, blend_weights
+from .params import ClassifyParams
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +51,6 @@ CLASSES_TIF, CONFIDENCE_TIF = "classes.tif", "confidence.tif"
 POLYGONS_GPKG, REPORT_JSON = "polygons.gpkg", "report.json"
 CONFIDENCE_NODATA = -1.0
 GDAL_CACHE_MB = 128
-
-
-@dataclass
-class ClassifyParams:
-    raster: Path
-    model: Path
-    out: Path
-    runtime: str = "torch"
-    device: str = "auto"
-    batch_size: int = 8
-    min_area_m2: float = 0.0
-    simplify: float = 0.0
-    polygons: bool = True
-    overwrite: bool = False  # replace a previous classification result in `out`
-
-    def __post_init__(self) -> None:  # callers (service JSON, tests) may pass strings
-        self.raster, self.model, self.out = Path(self.raster), Path(self.model), Path(self.out)
 
 
 @dataclass
@@ -133,11 +117,11 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
         write_confidence_qml(stage / "confidence.qml")
         report["peak_rss_mb_rasters"] = _peak_rss_mb()  # before vectorizing
         if spec.task == "segmentation":
-            if params.polygons:
+            if not params.no_polygons:
                 tv = time.perf_counter()
                 report["polygon_count"] = vectorize_classes(
                     stage / CLASSES_TIF, stage / POLYGONS_GPKG, spec.classes,
-                    min_area_m2=params.min_area_m2, simplify_tolerance=params.simplify,
+                    min_area_m2=params.min_area, simplify_tolerance=params.simplify,
                     progress=progress.span(0.9, 1.0),
                 )
                 report["timings_s"]["vectorize"] = time.perf_counter() - tv
@@ -308,7 +292,7 @@ def _classify_scenes(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Pre
     with rasterio.open(stage / CONFIDENCE_TIF, "w",
                        **_output_profile(ds, "float32", CONFIDENCE_NODATA, **shape)) as out:
         out.write(scores, 1)
-    if params.polygons:
+    if not params.no_polygons:
         report["polygon_count"] = write_tile_grid(
             stage / POLYGONS_GPKG, classes, scores, transform, ds.crs, spec.classes
         )

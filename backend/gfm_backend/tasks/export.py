@@ -12,6 +12,7 @@ from ..errors import InputError
 from ..models.network import GfmNetwork, load_network
 from ..outputs import MODEL, add_to_manifest
 from ..package import ModelSpec, read_spec
+from .params import ExportParams
 
 log = logging.getLogger(__name__)
 OPSET = 18
@@ -52,6 +53,10 @@ def export_target(model_dir: Path, out: Path | None, overwrite: bool) -> Path:
         raise InputError(target, "already exists; pass --overwrite (service: \"overwrite\": true) "
                          "to replace it, or choose another file name")
     return target
+
+
+def run_export(params: ExportParams) -> Path:
+    return export(params.model_dir, params.out, params.overwrite)
 
 
 def export(model_dir: Path, out: Path | None = None, overwrite: bool = False) -> Path:

@@ -12,7 +12,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,42 +44,9 @@ from ..runtime import resolve_device
 from . import plots
 from .export import export_onnx
 from .metrics import confusion, summarize
+from .params import FinetuneParams
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FinetuneParams:
-    rasters: list[Path]
-    labels: Path
-    class_field: str | None
-    out: Path
-    encoder: Path | None = None
-    config: str = "base"
-    task: str = "segmentation"
-    unlabeled: str = "ignore"
-    device: str = "auto"
-    bands: list[int] | None = None
-    epochs: int = 30
-    encoder_epochs: int = 0
-    batch_size: int = 8
-    chips: int = 256
-    lr: float = 1e-3
-    encoder_lr: float = 1e-4
-    layer_decay: float = 0.9
-    patience: int = 8
-    val_fraction: float = 0.2
-    tile_size: int | None = None
-    head_channels: int | None = None
-    seed: int = 0
-    onnx: bool = True
-    name: str | None = None
-    overwrite: bool = False  # replace a previous model package in `out`
-
-    def __post_init__(self) -> None:  # callers (service JSON, tests) may pass strings
-        self.rasters = [Path(p) for p in self.rasters]
-        self.labels, self.out = Path(self.labels), Path(self.out)
-        self.encoder = Path(self.encoder) if self.encoder else None
 
 
 def _input_scaling(ds: rasterio.DatasetReader, bands: list[int]) -> tuple[list[float], list[float]]:
@@ -263,7 +230,7 @@ def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[s
     }
     progress(0.95, "writing model package")
     save_network(net, spec, stage)
-    if params.onnx:
+    if not params.no_onnx:
         export_onnx(net, spec, stage / "model.onnx")
     plots.training_curve(history, stage / "training_curve.png")
     plots.confusion_matrix(cm, spec.class_names, stage / "confusion_matrix.png")

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,35 +37,11 @@ from ..training.checkpoint import (
 from ..training.distributed import DistContext, all_mean, barrier, init_distributed, shutdown
 from ..training.optim import GRAD_CLIP_NORM, WarmupCosineSchedule, build_optimizer, linear_scaled_lrs
 from ..training.speed import compile_blocks, resolve_attention, set_attention
+from .params import PretrainParams
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
 ENCODER_FILE = "encoder.safetensors"
-
-
-@dataclass
-class PretrainParams:
-    pile_dir: Path
-    out: Path
-    teacher: str | None = None  # checkpoint path, or "none" for the MIM-only ablation
-    config: str = "base"
-    batch: int = 128
-    epochs: float | None = 100
-    max_steps: int | None = None
-    warmup_epochs: float | None = None
-    resume: bool = False
-    device: str = "auto"
-    checkpoint_every: int = 500
-    log_every: int = 10
-    seed: int = 0
-    record_chips: bool = False  # write each rank's chip indices (multi-process checks)
-    bf16: bool | None = None  # autocast; default: on for CUDA
-    attention: str = "auto"  # window attention: eager, sdpa (fused), auto = sdpa on CUDA
-    compile_blocks: bool = False  # torch.compile each Swin block (minutes of warm-up)
-    overwrite: bool = False  # start afresh over a previous run in `out` (its files only)
-
-    def __post_init__(self) -> None:
-        self.pile_dir, self.out = Path(self.pile_dir), Path(self.out)
 
 
 def _teacher_arg(params: PretrainParams) -> str | None:
@@ -175,7 +150,7 @@ def _train(params: PretrainParams, ctx: DistContext, progress: Progress, pile: G
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "run.json", json.dumps({
-            "params": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(params).items()},
+            "params": params.model_dump(mode="json"),
             "world": ctx.world, "pile": pile.fingerprint, "chips": len(pile),
             "model": model.config.to_json(), "teacher": teacher, "total_steps": total,
             "warmup_steps": warmup, "lr": lrs._asdict()}, indent=2))

@@ -172,12 +172,12 @@ def test_job_params_are_the_cli_options(command):
     """Same names and defaults as the `gfm` command, so a new CLI option is not forgotten."""
     command, _, subcommand = command.partition(" ")
     cli = _cli_options(command, subcommand or None)
-    service = {f.name: f for f in get_job_type(command).fields}
+    service = get_job_type(command).params.exposed()
     renamed = {"raster": "rasters"} if command == "finetune" else {}
     assert {renamed.get(k, k) for k in cli} == set(service)
     for name, default in cli.items():
         field = service[renamed.get(name, name)]
-        if not field.required:
+        if not field.is_required():
             assert field.default == default, name
 
 

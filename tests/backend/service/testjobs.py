@@ -9,33 +9,35 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from gfm_backend.errors import InputError
+from gfm_backend.parameters import JobParams, Kind, StrictBool, StrictFloat, StrictInt
 from gfm_backend.progress import Progress
 from gfm_backend.service.jobs import CPU, JobType, register
-from gfm_backend.service.params import Field
 
 
-def run_steps(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def run_steps(p: StepsParams, progress: Progress) -> dict[str, Any]:
     """Counts steps, saving a checkpoint after each; `resume` carries on from it."""
-    out = Path(p["out"])
+    out = Path(p.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.json"
-    start = json.loads(ckpt.read_text())["step"] if p["resume"] and ckpt.exists() else 0
-    for step in range(start, p["steps"]):
-        progress(step / p["steps"], f"step {step + 1} of {p['steps']}")
-        time.sleep(p["step_s"])
+    start = json.loads(ckpt.read_text())["step"] if p.resume and ckpt.exists() else 0
+    for step in range(start, p.steps):
+        progress(step / p.steps, f"step {step + 1} of {p.steps}")
+        time.sleep(p.step_s)
         tmp = ckpt.with_suffix(".partial")
         tmp.write_text(json.dumps({"step": step + 1}))
         os.replace(tmp, ckpt)
     progress(1.0, "done")
-    return {"out": str(out), "resumed_from": start, "steps": p["steps"]}
+    return {"out": str(out), "resumed_from": start, "steps": p.steps}
 
 
-def run_crash(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def run_crash(p: CrashParams, progress: Progress) -> dict[str, Any]:
     progress(0.5, "about to fail")
-    how = p["how"]
+    how = p.how
     if how == "exit":
         os._exit(3)
     if how == "kill":  # what the kernel's out-of-memory killer does
@@ -47,9 +49,9 @@ def run_crash(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
     return {"result": 1 // 0}
 
 
-def run_stubborn(p: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def run_stubborn(p: StubbornParams, progress: Progress) -> dict[str, Any]:
     progress(0.1, "busy, not listening")
-    time.sleep(p["seconds"])
+    time.sleep(p.seconds)
     return {}
 
 
@@ -57,11 +59,25 @@ def _lane(p: dict[str, Any]) -> str:
     return p["lane"]
 
 
-register(JobType("steps", run=run_steps, resource=_lane, resumable=True, fields=(
-    Field("out", "out_dir", required=True), Field("steps", "int", default=10, minimum=1),
-    Field("step_s", "float", default=0.1, minimum=0), Field("resume", "bool", default=False),
-    Field("lane", "str", default=CPU, choices=("cpu", "gpu")))))
-register(JobType("crash", run=run_crash, resource=CPU, fields=(
-    Field("how", "str", required=True, choices=("exit", "kill", "memory", "input", "bug")),)))
-register(JobType("stubborn", run=run_stubborn, resource=CPU, fields=(
-    Field("seconds", "float", default=60, minimum=0),)))
+class StepsParams(JobParams):
+    job: ClassVar[str] = "steps"
+    out: Annotated[Path, Kind("out_dir")]
+    steps: StrictInt = Field(10, ge=1)
+    step_s: StrictFloat = Field(0.1, ge=0)
+    resume: StrictBool = False
+    lane: Literal["cpu", "gpu"] = CPU
+
+
+class CrashParams(JobParams):
+    job: ClassVar[str] = "crash"
+    how: Literal["exit", "kill", "memory", "input", "bug"]
+
+
+class StubbornParams(JobParams):
+    job: ClassVar[str] = "stubborn"
+    seconds: StrictFloat = Field(60, ge=0)
+
+
+register(JobType("steps", params=StepsParams, run=run_steps, resource=_lane, resumable=True))
+register(JobType("crash", params=CrashParams, run=run_crash, resource=CPU))
+register(JobType("stubborn", params=StubbornParams, run=run_stubborn, resource=CPU))

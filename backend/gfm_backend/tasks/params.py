@@ -1,0 +1,169 @@
+"""The parameter models of the task functions: one per job type, the one declaration
+from which the command line, the service and the plugin take their options.
+
+They live here, beside the task modules rather than in them, because the service imports
+them at startup and must stay light (the task modules load rasterio and torch).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, field_validator
+
+from ..outputs import OVERWRITE_HELP
+from ..parameters import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    Bands,
+    Cli,
+    Config,
+    Device,
+    JobParams,
+    Kind,
+    ParamError,
+    Seed,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    as_list,
+)
+
+
+class ClassifyParams(JobParams):
+    """`gfm classify` / a classify job."""
+
+    job: ClassVar[str] = "classify"
+    raster: Annotated[Path, Kind("raster"), Cli(positional=True)] = Field(
+        description="raster to classify")
+    model: Annotated[Path, Kind("model")] = Field(
+        description="model package folder, or a name GET /models lists")
+    out: Annotated[Path, Kind("out_dir")] = Field(description="output folder")
+    runtime: Literal["torch", "onnx"] = "torch"
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
+    batch_size: StrictInt = Field(8, ge=1, le=MAX_BATCH)
+    min_area: Annotated[StrictFloat, Cli(aliases=("min_area_m2",))] = Field(
+        0.0, ge=0, le=1e12, description="merge regions smaller than this (m2) into their neighbours")
+    simplify: StrictFloat = Field(0.0, ge=0, le=1e7,
+                            description="polygon simplification tolerance in CRS units (0: none)")
+    no_polygons: Annotated[StrictBool, Cli(negation="polygons")] = Field(
+        False, description="write no polygons.gpkg")
+    overwrite: StrictBool = Field(False, description=OVERWRITE_HELP)
+
+
+class FinetuneParams(JobParams):
+    """`gfm finetune` / a finetune job."""
+
+    job: ClassVar[str] = "finetune"
+    rasters: Annotated[list[Path], Kind("rasters"), Cli(positional=True, aliases=("raster",)),
+                       BeforeValidator(as_list)] = Field(
+        min_length=1, description="raster(s) to train on (a list, or one path)")
+    labels: Annotated[Path, Kind("vector")] = Field(description="polygon file (GPKG, GeoJSON, SHP...)")
+    class_field: StrictStr | None = Field(
+        None, description="field holding each polygon's class (default: every polygon is one "
+        "class named after the layer, e.g. building footprints)")
+    out: Annotated[Path, Kind("out_dir")] = Field(description="model package folder to write")
+    encoder: Annotated[Path | None, Kind("path")] = Field(
+        None, description="encoder weights: gfm.pth, Swin checkpoint, model package")
+    config: Config = Field("base", description="encoder shape when no encoder is given (random init)")
+    task: Literal["segmentation", "scene_classification"] = "segmentation"
+    unlabeled: Literal["ignore", "background"] = "ignore"
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
+    bands: Bands | None = Field(None, description="1-based raster bands to read")
+    epochs: StrictInt = Field(30, ge=0, le=MAX_EPOCHS, description="epochs of head training")
+    encoder_epochs: StrictInt = Field(0, ge=0, le=MAX_EPOCHS, description="then epochs of "
+                                      "whole-network fine-tuning (layer-wise LR decay)")
+    batch_size: StrictInt = Field(8, ge=1, le=MAX_BATCH)
+    chips: StrictInt = Field(256, ge=1, le=100_000,
+                             description="training chips to cut (memory: about 0.5 MB each at 192 px)")
+    lr: Annotated[StrictFloat, Cli(internal=True)] = Field(1e-3, gt=0)
+    encoder_lr: Annotated[StrictFloat, Cli(internal=True)] = Field(1e-4, gt=0)
+    layer_decay: Annotated[StrictFloat, Cli(internal=True)] = Field(0.9, gt=0, le=1)
+    patience: StrictInt = Field(8, ge=1, le=MAX_EPOCHS)
+    val_fraction: Annotated[StrictFloat, Cli(internal=True)] = Field(0.2, ge=0, lt=1)
+    tile_size: StrictInt | None = Field(None, ge=64, le=1536, multiple_of=32,
+                                        description="chip size in px, a multiple of 32 "
+                                        "(default: the encoder's)")
+    head_channels: StrictInt | None = Field(None, ge=8, le=1024,
+                                            description="UPerNet width (default 256 for base)")
+    seed: Seed = 0
+    no_onnx: Annotated[StrictBool, Cli(negation="onnx")] = Field(False, description="write no model.onnx")
+    name: Annotated[StrictStr | None, Cli(internal=True)] = None
+    overwrite: StrictBool = Field(False, description=OVERWRITE_HELP)
+
+
+class GeopileParams(JobParams):
+    """`gfm geopile build` / a geopile job."""
+
+    job: ClassVar[str] = "geopile"
+    src_folder: Annotated[Path, Kind("dir"), Cli(positional=True)] = Field(description="folder of imagery")
+    out: Annotated[Path, Kind("out_dir")] = Field(description="GeoPile folder to create or grow")
+    chip: StrictInt = Field(192, ge=32, le=2048, description="chip size in px (larger than 192 "
+                            "leaves room for random resized crops; the paper uses 192)")
+    bands: Bands | None = Field(None, description="1-based bands to use where a file has them: "
+                                "R G B, or one for grey")
+    dataset: StrictStr | None = Field(None, description="source dataset name (default: first "
+                                      "folder below src_folder)")
+    min_valid: StrictFloat = Field(0.75, gt=0, le=1, description="drop chips with a smaller "
+                                   "fraction of valid (not nodata) pixels")
+    blank_std: StrictFloat = Field(2.0, ge=0, le=255, description="drop chips whose every "
+                                   "channel's standard deviation is below this")
+    shard_chips: StrictInt = Field(1024, ge=1, le=1_000_000, description="chips per shard "
+                                   "(new piles only)")
+    workers: StrictInt = Field(0, ge=0, le=64, description="reader threads (0: up to 4)")
+
+    @field_validator("bands")
+    @classmethod
+    def _rgb_or_grey(cls, bands: list[int] | None) -> list[int] | None:
+        if bands is not None and len(bands) not in (1, 3):
+            raise ParamError("bands", f"give three 1-based band numbers (R G B) or one (grey), "
+                             f"got {bands}")
+        return bands
+
+    @property
+    def reader_threads(self) -> int:
+        return self.workers or max(1, min(4, os.cpu_count() or 1))
+
+
+class PretrainParams(JobParams):
+    """`gfm pretrain` / a pretrain job."""
+
+    job: ClassVar[str] = "pretrain"
+    pile_dir: Annotated[Path, Kind("dir"), Cli(positional=True)] = Field(description="GeoPile folder")
+    out: Annotated[Path, Kind("out_dir")] = Field(description="run folder")
+    teacher: Annotated[StrictStr | None, Cli(path_text=True)] = Field(  # a path, or "none"
+        None, description="ImageNet-22k Swin checkpoint (the paper's teacher), or 'none' (MIM only)")
+    config: Config = "base"
+    batch: StrictInt = Field(128, ge=1, le=1_000_000, description="images per step per process")
+    epochs: StrictFloat = Field(100, ge=0, le=100_000)
+    max_steps: StrictInt | None = Field(None, ge=1, le=10**9,
+                                        description="stop after this many steps (instead of epochs)")
+    warmup_epochs: StrictFloat | None = Field(None, ge=0, le=100_000,
+                                              description="default: the first 10 % of the run")
+    resume: StrictBool = Field(False, description="continue the run in out exactly")
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
+    checkpoint_every: StrictInt = Field(500, ge=1, le=10**9, description="steps between checkpoints")
+    log_every: StrictInt = Field(10, ge=1, le=10**9)
+    seed: Seed = 0
+    # write each rank's chip indices (multi-process checks)
+    record_chips: Annotated[StrictBool, Cli(internal=True, hidden_option=True)] = False
+    bf16: Annotated[StrictBool | None, Cli(internal=True)] = None  # autocast; default: on for CUDA
+    attention: Literal["auto", "eager", "sdpa"] = Field(
+        "auto", description="window attention: eager, or sdpa (fused); auto: sdpa on CUDA")
+    compile_blocks: StrictBool = Field(False, description="torch.compile each Swin block "
+                                       "(faster steps after minutes of warm-up)")
+    overwrite: StrictBool = Field(False, description="start afresh over a previous run in out "
+                                  "(deletes that run's files only)")
+
+
+class ExportParams(JobParams):
+    """`gfm export` / an export job."""
+
+    job: ClassVar[str] = "export"
+    model_dir: Annotated[Path, Kind("model"), Cli(positional=True)] = Field(
+        description="model package folder")
+    out: Annotated[Path | None, Kind("out_file")] = Field(None, description="default: MODEL_DIR/model.onnx")
+    overwrite: StrictBool = Field(False, description="replace an existing file at out")
