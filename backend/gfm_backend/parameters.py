@@ -16,13 +16,24 @@ Errors keep the service's wording (`params.batch_size: must be at least 1, got 0
 
 from __future__ import annotations
 
+import functools
 import math
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from .errors import GfmError
@@ -283,6 +294,28 @@ def _plain_kind(info: FieldInfo) -> str:
         if word in ann:
             return kind
     return "str"
+
+
+@functools.cache
+def public_model(cls: type[JobParams]) -> type[BaseModel]:
+    """The model as users see it (no internal fields): for schemas and documentation."""
+    fields: dict[str, Any] = {n: (f.annotation, f) for n, f in cls.exposed().items()}
+    return create_model(cls.__name__, __config__=ConfigDict(extra="forbid"), __doc__=cls.__doc__,
+                        **fields)
+
+
+def job_request_schema(kinds: list[tuple[str, type[JobParams]]]) -> dict[str, Any]:
+    """`POST /jobs`'s body: one variant per job type, told apart by `type`."""
+    variants = [create_model(f"{_camel(name)}Job", __config__=ConfigDict(extra="forbid"),
+                             type=(Literal[name], ...), params=(public_model(cls), ...))
+                for name, cls in kinds]
+    union: Any = variants[0] if len(variants) == 1 else Union[tuple(variants)]  # noqa: UP007
+    adapter = TypeAdapter(Annotated[union, Field(discriminator="type")])
+    return adapter.json_schema(ref_template="#/components/schemas/{model}")
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
 
 
 def path_fields(cls: type[JobParams]) -> dict[str, str]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..errors import GfmError
+from ..parameters import job_request_schema
 from .catalog import find_model, list_models
 from .config import API_VERSION, ServiceConfig
 from .devices import DeviceProbe, disk_free_gb
@@ -129,6 +130,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 # ------------------------------------------------------------------------------ helpers
 def _not_found(job_id: str) -> HTTPException:
     return HTTPException(404, f"no job with id {job_id!r} (GET /jobs lists them)")
+
+
+def _document_job_requests(app: FastAPI) -> None:
+    """The schema shows `POST /jobs`'s body as what it is: a union of the job types' params
+    (made from their models, plugins included), not a free-form object. The handler still
+    checks params itself, so every mistake gets a 400 naming the field in the same words."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            body = job_request_schema([(t.name, t.params) for t in job_types()])
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["JobRequest"] = body | {"title": "JobRequest", "description":
+                                               "a job type and its params; GET /job-types lists them"}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(service: ServiceState) -> FastAPI:
@@ -302,5 +324,6 @@ def create_app(service: ServiceState) -> FastAPI:
         return {"models": list_models(config.model_dirs, finetuned)}
 
     app.include_router(api)
+    _document_job_requests(app)
     app.add_middleware(HostGuard, bind_host=config.host, extra=config.allow_hosts)
     return app

@@ -25,7 +25,7 @@ from ..outputs import CLASSIFY as CLASSIFY_OUTPUT
 from ..outputs import MODEL as MODEL_OUTPUT
 from ..outputs import PRETRAIN as PRETRAIN_OUTPUT
 from ..outputs import OutputKind, check_output_dir
-from ..parameters import INPUT_KINDS, JobParams, ParamError, describe_field, path_fields
+from ..parameters import INPUT_KINDS, JobParams, ParamError, describe_field, path_fields, public_model
 from ..progress import Progress
 from ..tasks.params import ClassifyParams, ExportParams, FinetuneParams, GeopileParams, PretrainParams
 from .params import ModelResolver, absolute_path, validate, vector_fields
@@ -104,7 +104,7 @@ class JobType:
                 "resource": self.resource if isinstance(self.resource, str) else "gpu or cpu "
                 "(cpu when params.device is 'cpu')",
                 "params": [describe_field(n, f) for n, f in self.params.exposed().items()],
-                "schema": self.params.model_json_schema()}
+                "schema": public_model(self.params).model_json_schema()}
 
 
 _REGISTRY: dict[str, JobType] = {}

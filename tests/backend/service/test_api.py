@@ -213,3 +213,29 @@ def test_listening_beyond_loopback_warns(start_server, tmp_path):
     assert s.url.startswith("http://127.0.0.1:")
     assert "not only on this computer" in s.log()
     assert s.client().get("/jobs").status_code == 200
+
+
+def test_post_jobs_body_is_a_union_of_the_job_types_params(server: Server):
+    schema = server.client().get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    body = schema["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/JobRequest")
+    union = components["JobRequest"]
+    assert union["discriminator"]["propertyName"] == "type"
+    types = {}
+    for variant in union["oneOf"]:
+        job = components[variant["$ref"].rsplit("/", 1)[1]]
+        params = components[job["properties"]["params"]["$ref"].rsplit("/", 1)[1]]
+        types[job["properties"]["type"]["const"]] = params
+    assert {"classify", "finetune", "export", "geopile", "pretrain", "steps"} <= set(types)
+    listed = {t["type"]: t for t in server.client().get("/job-types").json()["types"]}
+    for name, params in types.items():  # the schema and GET /job-types say the same
+        described = {p["name"]: p for p in listed[name]["params"]}
+        assert set(params["properties"]) == set(described), name
+        for field, spec in params["properties"].items():
+            if "maximum" in spec:
+                assert described[field]["maximum"] == spec["maximum"], (name, field)
+            if "default" in spec:
+                assert described[field]["default"] == spec["default"], (name, field)
+    assert types["classify"]["properties"]["batch_size"]["minimum"] == 1
+    assert "lr" not in types["finetune"]["properties"]  # internal knobs are not offered
