@@ -25,6 +25,7 @@ from typing import Any
 
 from .config import ServiceConfig
 from .jobs import CPU, GPU
+from .messages import Cancel, Command, Done, Event, Failed, Heartbeat, Progressed, Quit, Run, Stopped
 from .store import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, JobStore
 from .worker import worker_main
 
@@ -153,24 +154,22 @@ class Dispatcher:
             if slot.process is not None and not slot.process.is_alive():
                 self._worker_died(slot)
 
-    def _handle(self, slot: Slot, msg: tuple) -> None:
-        kind, job_id = msg[0], msg[1]
+    def _handle(self, slot: Slot, msg: Event) -> None:
         slot.last_heard = time.monotonic()
-        if kind == "heartbeat" or job_id != slot.job_id:
+        if isinstance(msg, Heartbeat) or msg.job_id != slot.job_id:
             return  # a late message from a job already settled (e.g. stopped by force)
-        if kind == "progress":
+        if isinstance(msg, Progressed):
             with contextlib.suppress(*STORE_ERRORS):  # progress is not worth keeping for later
-                self.store.set_progress(job_id, msg[2], msg[3])
-            return
-        if kind == "done":
-            record = self.store.get(job_id)
+                self.store.set_progress(msg.job_id, msg.fraction, msg.message)
+        elif isinstance(msg, Done):
+            record = self.store.get(msg.job_id)
             took = time.time() - record.started_at if record and record.started_at else 0.0
-            self._settle(slot, SUCCEEDED, f"done in {took:.1f} s", msg[2])
-        elif kind == "failed":
-            self._settle(slot, FAILED, msg[2])
-        elif kind == "cancelled":
+            self._settle(slot, SUCCEEDED, f"done in {took:.1f} s", msg.outputs)
+        elif isinstance(msg, Failed):
+            self._settle(slot, FAILED, msg.message)
+        elif isinstance(msg, Stopped):
             if slot.stop_state == INTERRUPTED:
-                self._settle(slot, INTERRUPTED, self._interrupted_message(job_id))
+                self._settle(slot, INTERRUPTED, self._interrupted_message(msg.job_id))
             else:
                 self._settle(slot, CANCELLED, "cancelled; partial outputs were discarded")
 
@@ -221,7 +220,7 @@ class Dispatcher:
         assert slot.job_id is not None
         slot.stop_state = state
         slot.deadline = time.monotonic() + self.config.cancel_grace_s
-        self._send(slot, ("cancel", slot.job_id))
+        self._send(slot, Cancel(slot.job_id))
         self.note(slot.job_id, "cancel requested" if state == CANCELLED
                       else "the service is stopping; asking the job to stop")
 
@@ -297,7 +296,7 @@ class Dispatcher:
         self.note(job_id, f"started (attempt {record.attempts if record else 1}) on "
                       f"{slot.name}, worker pid {slot.process.pid}")
         log.info("job %s (%s) started on %s", job_id, job_type, slot.name)
-        self._send(slot, ("run", job_id, job_type, params, str(self.config.job_log(job_id)),
+        self._send(slot, Run(job_id, job_type, params, str(self.config.job_log(job_id)),
                           self._threads_for_new_job()))
 
     def _threads_for_new_job(self) -> int:
@@ -317,7 +316,7 @@ class Dispatcher:
         slot.process, slot.commands, slot.events = process, cmd_w, evt_r
         log.info("worker %s started (pid %d)", slot.name, process.pid)
 
-    def _send(self, slot: Slot, msg: tuple) -> None:
+    def _send(self, slot: Slot, msg: Command) -> None:
         try:
             assert slot.commands is not None
             slot.commands.send(msg)
@@ -326,7 +325,7 @@ class Dispatcher:
 
     def _quit(self, slot: Slot) -> None:
         if slot.process is not None and slot.process.is_alive():
-            self._send(slot, ("quit",))
+            self._send(slot, Quit())
             slot.process.join(5)
         self._kill(slot)
         self._close(slot)

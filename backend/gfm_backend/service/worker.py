@@ -22,10 +22,10 @@ import time
 import traceback
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from typing import Any
 
 from ..errors import Cancelled, GfmError, environment_problem
 from ..progress import Progress
+from .messages import Cancel, Done, Event, Failed, Heartbeat, Progressed, Quit, Run, Stopped
 
 log = logging.getLogger("gfm_backend.service.worker")
 NICENESS = 10  # jobs yield the CPU to the server, so status requests stay fast
@@ -40,7 +40,7 @@ class _Link:
     def __init__(self, commands: Connection, events: Connection, exit_grace_s: float) -> None:
         self.commands, self.events = commands, events
         self.exit_grace_s = exit_grace_s
-        self.jobs: queue.Queue[tuple | None] = queue.Queue()
+        self.jobs: queue.Queue[Run | None] = queue.Queue()
         self.cancelled: set[str] = set()
         self.orphaned = threading.Event()
         self._send_lock = threading.Lock()
@@ -53,12 +53,12 @@ class _Link:
             except (EOFError, OSError):
                 self._server_gone()
                 return
-            if msg[0] == "run":
-                self.cancelled.discard(msg[1])  # a resumed job may have been cancelled before
+            if isinstance(msg, Run):
+                self.cancelled.discard(msg.job_id)  # a resumed job may have been cancelled before
                 self.jobs.put(msg)
-            elif msg[0] == "cancel":
-                self.cancelled.add(msg[1])
-            elif msg[0] == "quit":
+            elif isinstance(msg, Cancel):
+                self.cancelled.add(msg.job_id)
+            elif isinstance(msg, Quit):
                 self.jobs.put(None)
                 return
 
@@ -74,9 +74,9 @@ class _Link:
         """Heartbeat thread: a worker that is stopped (SIGSTOP) or wedged in C code with the
         GIL held goes silent, and the server can tell it from a long, quiet step."""
         while not self.orphaned.wait(HEARTBEAT_S):
-            self.send("heartbeat", None)
+            self.send(Heartbeat())
 
-    def send(self, *msg: Any) -> None:
+    def send(self, msg: Event) -> None:
         try:
             with self._send_lock:
                 self.events.send(msg)
@@ -97,10 +97,9 @@ def worker_main(commands: Connection, events: Connection, exit_grace_s: float = 
     link = _Link(commands, events, exit_grace_s)
     threading.Thread(target=link.read_commands, name="gfm-worker-commands", daemon=True).start()
     threading.Thread(target=link.beat, name="gfm-worker-heartbeat", daemon=True).start()
-    while (msg := link.jobs.get()) is not None:
-        _, job_id, job_type, params, log_path, threads = msg
-        _set_threads(threads)
-        _run_job(link, job_id, job_type, params, log_path)
+    while (run := link.jobs.get()) is not None:
+        _set_threads(run.threads)
+        _run_job(link, run)
         if link.orphaned.is_set():
             break
         _release_memory()
@@ -154,7 +153,7 @@ def _progress(link: _Link, job_id: str) -> Progress:
         now = time.monotonic()
         if now - last["t"] >= PROGRESS_INTERVAL_S or message != last["message"] or fraction >= 1:
             last["t"], last["message"] = now, message
-            link.send("progress", job_id, fraction, message)
+            link.send(Progressed(job_id, fraction, message))
 
     def is_cancelled() -> bool:
         return job_id in link.cancelled or link.orphaned.is_set()
@@ -180,30 +179,31 @@ def failure_message(exc: BaseException) -> str:
             "your data; the job log has the details)")
 
 
-def _run_job(link: _Link, job_id: str, job_type: str, params: dict[str, Any], log_path: str) -> None:
+def _run_job(link: _Link, run: Run) -> None:
     from .jobs import get_job_type
 
-    with _output_to(log_path):
+    job_id, job_type = run.job_id, run.job_type
+    with _output_to(run.log_path):
         log.info("running %s job %s in worker pid %d", job_type, job_id, os.getpid())
         t0 = time.perf_counter()
         try:
             kind = get_job_type(job_type)
-            outputs = kind.run(kind.model(params), _progress(link, job_id))
+            outputs = kind.run(kind.model(run.params), _progress(link, job_id))
         except Cancelled as exc:
             if link.orphaned.is_set():
                 log.info("stopped: the service went away while the job ran (its process ended "
                          "or was killed); the job is marked interrupted when the service starts")
             else:
                 log.info("cancelled: %s", exc)
-            link.send("cancelled", job_id, str(exc))
+            link.send(Stopped(job_id, str(exc)))
         except BaseException as exc:  # every failure must reach the server
             log.error("failed:\n%s", "".join(traceback.format_exception(exc)).rstrip())
-            link.send("failed", job_id, failure_message(exc))
+            link.send(Failed(job_id, failure_message(exc)))
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         else:
             log.info("succeeded in %.1f s", time.perf_counter() - t0)
-            link.send("done", job_id, outputs)
+            link.send(Done(job_id, outputs))
 
 
 def _release_memory() -> None:
