@@ -34,7 +34,7 @@ from rasterio.windows import bounds as window_bounds
 
 from ..errors import InputError
 from .geopile_reader import HASH_BYTES
-from .raster import open_raster, pixel_size_m, tile_starts
+from .raster import open_raster, percentile_stretch, pixel_size_m, tile_starts
 
 RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
 
@@ -89,23 +89,9 @@ def describe(ds: rasterio.DatasetReader, rules: CutRules) -> dict[str, Any]:
     return {
         "driver": ds.driver, "width": ds.width, "height": ds.height, "count": ds.count, "dtype": dtype,
         "crs": crs, "georeferenced": not ds.transform.is_identity, "gsd_m": _sig(pixel_size_m(ds)),
-        "bands": bands, "rule": rule, "stretch": None if dtype == "uint8" else _stretch(ds, bands),
+        "bands": bands, "rule": rule,
+        "stretch": None if dtype == "uint8" else [list(p) for p in percentile_stretch(ds, bands)],
     }
-
-
-def _stretch(ds: rasterio.DatasetReader, bands: list[int]) -> list[list[float]]:
-    """Per-band 2 and 98 percentiles of the valid pixels of an overview read."""
-    ub = sorted(set(bands))
-    f = min(1.0, 1024 / max(ds.width, ds.height))
-    shape = (len(ub), max(1, round(ds.height * f)), max(1, round(ds.width * f)))
-    sample = ds.read(ub, out_shape=shape, masked=True)
-    out = []
-    for b in bands:
-        v = sample[ub.index(b)].compressed().astype(np.float64)
-        v = v[np.isfinite(v)]
-        lo, hi = np.percentile(v, [2, 98]) if v.size else (0.0, 1.0)
-        out.append([float(lo), float(max(hi, lo + 1e-6))])
-    return out
 
 
 def _sig(x: float | None) -> float | None:

@@ -150,6 +150,23 @@ def read_window(
     return raw, valid
 
 
+def percentile_stretch(ds: rasterio.DatasetReader, bands: list[int],
+                       size: int = 1024) -> list[tuple[float, float]]:
+    """Per band, the 2 and 98 percentiles of the valid, finite pixels of an overview read
+    (at most `size` px across): the stretch for types other than uint8. `hi > lo` always."""
+    unique = sorted(set(bands))
+    f = min(1.0, size / max(ds.width, ds.height))
+    shape = (len(unique), max(1, round(ds.height * f)), max(1, round(ds.width * f)))
+    sample = ds.read(unique, out_shape=shape, masked=True)
+    out = []
+    for b in bands:
+        v = sample[unique.index(b)].compressed().astype(np.float64)
+        v = v[np.isfinite(v)]  # NaN and infinities are nodata, declared or not
+        lo, hi = np.percentile(v, [2, 98]) if v.size else (0.0, 1.0)
+        out.append((float(lo), float(max(hi, lo + 1e-6))))
+    return out
+
+
 def drop_non_finite(raw: np.ndarray, valid: np.ndarray) -> None:
     """NaN and infinities are nodata, declared or not: masked out, and zeroed in place so
     they never reach the network or a blend (one NaN spreads through a whole tile)."""

@@ -33,7 +33,7 @@ from ..data.chips import (
     val_windows,
 )
 from ..data.labels import class_names, read_labels, reproject_geoms, value_name
-from ..data.raster import Normalizer, open_raster, pixel_size_m, source_scale
+from ..data.raster import Normalizer, open_raster, percentile_stretch, pixel_size_m, source_scale
 from ..errors import GfmError, InputError
 from ..models import CONFIGS, build_encoder, load_encoder
 from ..models.network import GfmNetwork, build_network, default_head_channels, save_network
@@ -50,20 +50,11 @@ log = logging.getLogger(__name__)
 
 
 def _input_scaling(ds: rasterio.DatasetReader, bands: list[int]) -> tuple[list[float], list[float]]:
-    """uint8 is used as is; other types get a 2-98 % stretch measured on an overview read."""
+    """uint8 is used as is; other types get the 2-98 % stretch (offset, scale per band)."""
     if ds.dtypes[bands[0] - 1] == "uint8":
         return [0.0] * len(bands), [255.0] * len(bands)
-    h = min(ds.height, 1024)
-    w = min(ds.width, 1024)
-    sample = ds.read(bands, out_shape=(len(bands), h, w), masked=True).astype(np.float64)
-    lo, hi = [], []
-    for b in range(len(bands)):
-        vals = sample[b].compressed()
-        vals = vals[np.isfinite(vals)]  # NaN and infinities are nodata, declared or not
-        p2, p98 = (np.percentile(vals, [2, 98]) if vals.size else (0.0, 1.0))
-        lo.append(float(p2))
-        hi.append(float(max(p98 - p2, 1e-6)))
-    return lo, hi
+    stretch = percentile_stretch(ds, bands)
+    return [lo for lo, _ in stretch], [hi - lo for lo, hi in stretch]
 
 
 def _default_bands(ds: rasterio.DatasetReader) -> list[int]:
