@@ -9,11 +9,10 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException, Security
+from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -59,21 +58,19 @@ def token_matches(authorization: str | None, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8"))
 
 
-def bearer_auth(token: str) -> Callable[..., Awaitable[None]]:
-    """A FastAPI dependency: 401 unless `Authorization: Bearer <token>` matches."""
-    scheme = HTTPBearer(auto_error=False, description="the token from server.json")
-    expected = token.encode("utf-8")
+_BEARER = HTTPBearer(auto_error=False, description="the token from server.json")
 
-    async def check(credentials: HTTPAuthorizationCredentials | None = Security(scheme)) -> None:
-        # async: a trivial check should not cost a hop through the thread pool
-        given = credentials.credentials.encode("utf-8", "surrogateescape") if credentials else b""
-        if not given or not hmac.compare_digest(given, expected):
-            raise HTTPException(
-                status_code=401, headers={"WWW-Authenticate": "Bearer"},
-                detail="missing or wrong token: send 'Authorization: Bearer <token>' with the "
-                       "token from server.json in the service's state folder")
 
-    return check
+async def require_token(request: Request,
+                        credentials: HTTPAuthorizationCredentials | None = Security(_BEARER)) -> None:
+    """A FastAPI dependency: 401 unless `Authorization: Bearer <token>` carries the token
+    of this server (`app.state.service.token`)."""
+    given = credentials.credentials if credentials else ""
+    if not token_matches(f"Bearer {given}" if given else None, request.app.state.service.token):
+        raise HTTPException(
+            status_code=401, headers={"WWW-Authenticate": "Bearer"},
+            detail="missing or wrong token: send 'Authorization: Bearer <token>' with the "
+                   "token from server.json in the service's state folder")
 
 
 def _is_ip(name: str) -> bool:

@@ -1,0 +1,39 @@
+"""What the routes share, handed to them by FastAPI's `Depends`: one `ServiceState` per
+server process, kept on `app.state.service`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+
+from .catalog import find_model
+from .config import ServiceConfig
+from .devices import DeviceProbe
+from .dispatcher import Dispatcher
+from .store import JobRecord, JobStore
+
+
+@dataclass
+class ServiceState:
+    config: ServiceConfig
+    store: JobStore
+    dispatcher: Dispatcher
+    devices: DeviceProbe
+    token: str
+    started_at: float
+
+    def find_model(self, name: str) -> Path | None:
+        """A model name `GET /models` lists -> its package folder."""
+        return find_model(name, self.config.model_dirs)
+
+    def record(self, job_id: str) -> JobRecord:
+        record = self.store.get(job_id)
+        if record is None:
+            raise HTTPException(404, f"no job with id {job_id!r} (GET /jobs lists them)")
+        return record
+
+
+def service(request: Request) -> ServiceState:
+    return request.app.state.service

@@ -1,0 +1,127 @@
+"""`/jobs` and `/job-types`: submit, follow, cancel and resume jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from .deps import ServiceState, service
+from .joblogs import log_tail, read_log
+from .jobs import PLANNED, JobTypeError, get_job_type, job_types
+from .params import ParamError
+from .schemas import ERRORS, Job, JobList, JobRequest, JobState, JobTypeList
+from .security import require_token
+from .store import CANCELLED, FAILED, FINISHED, INTERRUPTED, JobRecord
+
+LOG_TAIL_LINES = 20
+LOG_MAX_BYTES = 5 * 2**20
+
+router = APIRouter(dependencies=[Depends(require_token)], responses=ERRORS, tags=["jobs"])
+State = Annotated[ServiceState, Depends(service)]
+
+
+def job_json(svc: ServiceState, record: JobRecord, tail: bool = False) -> dict[str, Any]:
+    out = record.to_json()
+    if tail:
+        out["log_tail"] = log_tail(svc.config.job_log(record.id), LOG_TAIL_LINES)
+    return out
+
+
+@router.get("/job-types", response_model=JobTypeList)
+def list_job_types() -> dict[str, Any]:
+    """The job types this service runs, with their params (names, kinds, defaults)."""
+    names = {t.name for t in job_types()}
+    return {"types": [t.describe() for t in job_types()],
+            "not_available": {k: v for k, v in PLANNED.items() if k not in names}}
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(svc: State, job_state: Annotated[JobState | None, Query(alias="state")] = None,
+              type: Annotated[str | None, Query(max_length=64)] = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """Jobs, newest first."""
+    return {"jobs": [job_json(svc, r) for r in svc.store.list(job_state, type, limit)],
+            "counts": svc.store.counts()}
+
+
+@router.post("/jobs", response_model=Job, status_code=201)
+def submit(request: JobRequest, svc: State) -> JSONResponse:
+    """Check the params (files exist, rasters open, model known), then queue the job."""
+    job_type = get_job_type(request.type)
+    params = job_type.validate(request.params, svc.find_model)
+    _refuse_second_writer(svc, job_type.writes(params))
+    record = svc.store.add(job_type.name, params, job_type.resource_for(params), job_type.resumable)
+    svc.dispatcher.note(record.id, f"queued {record.type} job with params {params}")
+    svc.dispatcher.wake()
+    return JSONResponse(job_json(svc, record), 201, headers={"Location": f"/jobs/{record.id}"})
+
+
+def _refuse_second_writer(svc: ServiceState, folder: str | None) -> None:
+    """Two jobs never write one folder: the second is refused (409), not queued."""
+    if folder is None:
+        return
+    for job_state in ("queued", "running"):
+        for other in svc.store.list(job_state, None, 100_000):
+            try:
+                writes = get_job_type(other.type).writes(other.params)
+            except JobTypeError:
+                continue
+            if writes == folder:
+                raise HTTPException(409, f"params.out: {folder}: job {other.id} ({job_state}) "
+                                    "writes this folder; wait for it to end or choose another "
+                                    "output folder")
+
+
+@router.get("/jobs/{job_id}", response_model=Job)
+async def get_job(job_id: str, svc: State) -> dict[str, Any]:
+    """State, progress, message, outputs, timings and the last lines of the log."""
+    # async (on the event loop): one indexed SQLite read and a 16 KiB file read are
+    # quicker than the hop through the thread pool, and this is what clients poll
+    return job_json(svc, svc.record(job_id), tail=True)
+
+
+@router.get("/jobs/{job_id}/log", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}}})
+def get_log(job_id: str, svc: State,
+            tail: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> str:
+    """The job's log (its messages, warnings and, on failure, the traceback)."""
+    text = read_log(svc.config.job_log(svc.record(job_id).id), LOG_MAX_BYTES)
+    if tail is not None:
+        text = "\n".join(text.splitlines()[-tail:]) + "\n"
+    return text
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=Job, status_code=202)
+def cancel(job_id: str, svc: State) -> dict[str, Any]:
+    """Ask a queued or running job to stop; it ends `cancelled`, its partial outputs gone."""
+    record = svc.record(job_id)
+    if record.state in FINISHED:
+        raise HTTPException(409, f"job {job_id} has already ended ({record.state})")
+    svc.dispatcher.cancel(job_id)
+    return job_json(svc, svc.record(job_id))
+
+
+@router.post("/jobs/{job_id}/resume", response_model=Job, status_code=202)
+def resume(job_id: str, svc: State) -> dict[str, Any]:
+    """Queue an interrupted (or failed, cancelled) resumable job again with `resume: true`:
+    it carries on from its last checkpoint."""
+    record = svc.record(job_id)
+    try:
+        job_type = get_job_type(record.type)
+    except JobTypeError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    if not job_type.resumable:
+        raise HTTPException(409, f"{record.type} jobs cannot be resumed; submit the job again")
+    if record.state not in (INTERRUPTED, FAILED, CANCELLED):
+        raise HTTPException(409, f"job {job_id} is {record.state}; only an interrupted, failed "
+                            "or cancelled job can be resumed")
+    try:
+        params = job_type.validate({**record.params, "resume": True}, svc.find_model)
+    except ParamError as exc:
+        raise HTTPException(409, f"cannot resume: {exc}") from exc
+    svc.store.requeue(job_id, params, "resumed; waiting for its turn")
+    svc.dispatcher.note(job_id, "resume requested")
+    svc.dispatcher.wake()
+    return job_json(svc, svc.record(job_id))
