@@ -169,10 +169,10 @@ def bench_pretrain(config: str = "base", batch: int = 128, steps: int = 10, warm
     from ..models.masking import MaskGenerator
     from ..models.pretrainer import teacher_config
     from ..runtime import resolve_device
-    from ..training.augment import augment
-    from ..training.optim import GRAD_CLIP_NORM, build_optimizer
+    from ..training.optim import build_optimizer
     from ..training.speed import compile_blocks as compile_model_blocks
     from ..training.speed import resolve_attention, set_attention
+    from ..training.step import train_step
 
     progress = progress or silent()
     dev = resolve_device(device)
@@ -193,15 +193,8 @@ def bench_pretrain(config: str = "base", batch: int = 128, steps: int = 10, warm
     masks = MaskGenerator(input_size=cfg.img_size)
     bf16 = dev.type == "cuda"
 
-    def step() -> None:
-        images = augment(next(chips), cfg.img_size, gen)
-        mask = masks(batch, generator=gen, device=dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(images, mask)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
-        optimizer.step()
+    def step() -> None:  # the training loop's own step, not a copy of it
+        train_step(model, model, optimizer, next(chips), cfg.img_size, masks, gen, bf16)
 
     def sync() -> None:
         if dev.type == "cuda":

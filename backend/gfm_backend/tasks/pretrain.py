@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,6 @@ from ..models import CONFIGS, build_pretrainer, save_encoder
 from ..models.masking import MaskGenerator
 from ..outputs import PRETRAIN, acquire, check_output_dir, prepare_in_place, release, write_manifest
 from ..progress import Progress, silent
-from ..training.augment import augment
 from ..training.checkpoint import (
     latest_checkpoint,
     load_state,
@@ -35,8 +36,9 @@ from ..training.checkpoint import (
     set_rng_state,
 )
 from ..training.distributed import DistContext, all_mean, barrier, init_distributed, shutdown
-from ..training.optim import GRAD_CLIP_NORM, WarmupCosineSchedule, build_optimizer, linear_scaled_lrs
+from ..training.optim import WarmupCosineSchedule, build_optimizer, linear_scaled_lrs
 from ..training.speed import compile_blocks, resolve_attention, set_attention
+from ..training.step import train_step
 from .params import PretrainParams
 
 log = logging.getLogger(__name__)
@@ -109,117 +111,156 @@ def _pretrain(params: PretrainParams, ctx: DistContext, progress: Progress) -> d
         release(run_dir, lock, created)
 
 
-def _train(params: PretrainParams, ctx: DistContext, progress: Progress, pile: GeoPile,
-           run_dir: Path, teacher: str | None, previous: Path | None) -> dict[str, Any]:
-    steps_per_epoch = pile.steps_per_epoch(params.batch, ctx.world)
-    img_size = CONFIGS[params.config].img_size
+@dataclass
+class _Run:
+    """A pretraining run in memory: the model and its optimiser, schedule, RNG and position."""
+
+    params: PretrainParams
+    ctx: DistContext
+    pile: GeoPile
+    run_dir: Path
+    model: Any
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupCosineSchedule
+    generator: torch.Generator
+    total: int
+    warmup: int
+    step: int = 0
+    epoch: int = 0
+    start: int = 0
+    seen: list[np.ndarray] = field(default_factory=list)
+
+    def checkpoint(self) -> None:
+        states = _gather_rng(self.ctx, rng_state(self.generator))
+        if self.ctx.is_main:
+            save_checkpoint(self.run_dir, self.step, self.model, {
+                "step": self.step, "position": (self.epoch, self.start),
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "rng": states, "pile": self.pile.fingerprint,
+            }, metadata={"step": self.step})
+        barrier(self.ctx)
+
+    def resume_from(self, previous: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = load_state(previous)
+        if state.get("pile") != self.pile.fingerprint:
+            log.warning("the GeoPile changed since the checkpoint (%s -> %s); the data order "
+                        "restarts at the saved epoch", state.get("pile"), self.pile.fingerprint)
+        self.model.load_state_dict(load_file(str(previous / "model.safetensors"),
+                                             device=str(self.ctx.device)), strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.step, (self.epoch, self.start) = int(state["step"]), tuple(state["position"])
+        rng = state["rng"][self.ctx.rank] if isinstance(state["rng"], list) else state["rng"]
+        set_rng_state(rng, self.generator)
+        log.info("resuming %s at step %d (epoch %d, batch %d)", self.run_dir, self.step,
+                 self.epoch, self.start)
+
+    def batches(self) -> Iterator[Any]:
+        """The rank's batches from the saved position on, epoch after epoch."""
+        p = self.params
+        while True:
+            yield from self.pile.batches(p.batch, self.ctx.rank, self.ctx.world, self.epoch,
+                                         p.seed, start=self.start, prefetch=2)
+            self.epoch, self.start = self.epoch + 1, 0
+
+
+def _new_run(params: PretrainParams, ctx: DistContext, pile: GeoPile, run_dir: Path,
+             teacher: str | None) -> _Run:
     torch.manual_seed(params.seed)
     model = build_pretrainer(params.config, teacher=teacher).to(ctx.device)
     model.train()
     set_attention(model, resolve_attention(params.attention, ctx.device))
     lrs = linear_scaled_lrs(params.batch * ctx.world)
-    total, warmup = _schedule(params, steps_per_epoch)
+    total, warmup = _schedule(params, pile.steps_per_epoch(params.batch, ctx.world))
     optimizer = build_optimizer(model, lr=lrs.base)
     schedule = WarmupCosineSchedule(optimizer, total_steps=total, warmup_steps=warmup,
                                     base_lr=lrs.base, warmup_lr=lrs.warmup, min_lr=lrs.minimum)
     generator = torch.Generator(device=ctx.device)
     generator.manual_seed(params.seed * 1000 + ctx.rank)
-    step, epoch, start = 0, 0, 0
-    if params.resume:
-        state = load_state(previous)
-        if state.get("pile") != pile.fingerprint:
-            log.warning("the GeoPile changed since the checkpoint (%s -> %s); the data order "
-                        "restarts at the saved epoch", state.get("pile"), pile.fingerprint)
-        from safetensors.torch import load_file
+    return _Run(params, ctx, pile, run_dir, model, optimizer, schedule, generator, total, warmup)
 
-        model.load_state_dict(load_file(str(previous / "model.safetensors"),
-                                        device=str(ctx.device)), strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step, (epoch, start) = int(state["step"]), tuple(state["position"])
-        set_rng_state(state["rng"][ctx.rank] if isinstance(state["rng"], list) else state["rng"],
-                      generator)
-        log.info("resuming %s at step %d (epoch %d, batch %d)", run_dir, step, epoch, start)
 
+def _write_run_json(run: _Run, teacher: str | None) -> None:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    lrs = linear_scaled_lrs(run.params.batch * run.ctx.world)
+    write_text_atomic(run.run_dir / "run.json", json.dumps({
+        "params": run.params.model_dump(mode="json"),
+        "world": run.ctx.world, "pile": run.pile.fingerprint, "chips": len(run.pile),
+        "model": run.model.config.to_json(), "teacher": teacher, "total_steps": run.total,
+        "warmup_steps": run.warmup, "lr": lrs._asdict()}, indent=2))
+
+
+def _train(params: PretrainParams, ctx: DistContext, progress: Progress, pile: GeoPile,
+           run_dir: Path, teacher: str | None, previous: Path | None) -> dict[str, Any]:
+    run = _new_run(params, ctx, pile, run_dir, teacher)
+    if params.resume and previous is not None:
+        run.resume_from(previous)
     if params.compile_blocks:  # after loading: compiled blocks keep their state-dict keys
-        compile_blocks(model)
-    net = model
+        compile_blocks(run.model)
+    net = run.model
     if ctx.distributed:
-        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if
+        net = DistributedDataParallel(run.model, device_ids=[ctx.device.index] if
                                       ctx.device.type == "cuda" else None, broadcast_buffers=False)
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "run.json", json.dumps({
-            "params": params.model_dump(mode="json"),
-            "world": ctx.world, "pile": pile.fingerprint, "chips": len(pile),
-            "model": model.config.to_json(), "teacher": teacher, "total_steps": total,
-            "warmup_steps": warmup, "lr": lrs._asdict()}, indent=2))
-    masks = MaskGenerator(input_size=img_size)
-    bf16 = ctx.device.type == "cuda" if params.bf16 is None else params.bf16
-    seen: list[np.ndarray] = []
-    position = (epoch, start)
-
-    def checkpoint() -> None:
-        states = _gather_rng(ctx, rng_state(generator))
-        if ctx.is_main:
-            save_checkpoint(run_dir, step, model, {
-                "step": step, "position": position, "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "rng": states, "pile": pile.fingerprint,
-            }, metadata={"step": step})
-        barrier(ctx)
-
+        _write_run_json(run, teacher)
     t_start = time.perf_counter()
-    window_t, window_n = time.perf_counter(), 0
     try:
-        while step < total:
-            for batch in pile.batches(params.batch, ctx.rank, ctx.world, epoch, params.seed,
-                                      start=start, prefetch=2):
-                progress.check()
-                chips = torch.from_numpy(batch.images).to(ctx.device, non_blocking=True)
-                images = augment(chips, img_size, generator)
-                mask = masks(images.shape[0], generator=generator, device=ctx.device)
-                with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    out = net(images, mask)
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
-                optimizer.step()
-                lr = optimizer.param_groups[0]["lr"]
-                schedule.step()
-                step += 1
-                position = batch.next_position
-                window_n += images.shape[0]
-                if params.record_chips:
-                    seen.append(batch.indices.copy())
-                if step % params.log_every == 0 or step == total:
-                    now = time.perf_counter()
-                    _log_metrics(ctx, run_dir, step, epoch, out, lr,
-                                 window_n * ctx.world / max(now - window_t, 1e-9))
-                    window_t, window_n = now, 0
-                progress(step / total, f"step {step}/{total} loss {float(out['loss'].detach()):.4f}")
-                if step % params.checkpoint_every == 0 and step < total:
-                    checkpoint()
-                if step >= total:
-                    break
-            else:
-                epoch, start = epoch + 1, 0
-                position = (epoch, 0)
-                continue
-            break
+        _steps(run, net, progress)
     except Cancelled:
-        checkpoint()  # a cancelled run resumes from where it stopped
+        run.checkpoint()  # a cancelled run resumes from where it stopped
         raise
     except torch.cuda.OutOfMemoryError as exc:
         raise GfmError(f"a batch of {params.batch} does not fit in GPU memory; lower --batch "
                        f"(the last checkpoint in {run_dir} is intact)") from exc
-    checkpoint()
-    elapsed = time.perf_counter() - t_start
-    if params.record_chips:
-        _record(ctx, run_dir, seen, model)
-    result = {"run_dir": str(run_dir), "steps": step, "epoch": epoch, "seconds": round(elapsed, 2)}
+    run.checkpoint()
+    return _finish(run, time.perf_counter() - t_start, progress)
+
+
+def _steps(run: _Run, net: Any, progress: Progress) -> None:
+    """Train until the run's last step, logging metrics and checkpointing as asked."""
+    p, ctx = run.params, run.ctx
+    img_size = CONFIGS[p.config].img_size
+    masks = MaskGenerator(input_size=img_size)
+    bf16 = ctx.device.type == "cuda" if p.bf16 is None else p.bf16
+    window_t, window_n = time.perf_counter(), 0
+    if run.step >= run.total:
+        return
+    for batch in run.batches():
+        progress.check()
+        chips = torch.from_numpy(batch.images).to(ctx.device, non_blocking=True)
+        out = train_step(net, run.model, run.optimizer, chips, img_size, masks, run.generator, bf16)
+        lr = run.optimizer.param_groups[0]["lr"]
+        run.schedule.step()
+        run.step += 1
+        run.epoch, run.start = batch.next_position
+        window_n += chips.shape[0]
+        if p.record_chips:
+            run.seen.append(batch.indices.copy())
+        if run.step % p.log_every == 0 or run.step == run.total:
+            now = time.perf_counter()
+            _log_metrics(ctx, run.run_dir, run.step, run.epoch, out, lr,
+                         window_n * ctx.world / max(now - window_t, 1e-9))
+            window_t, window_n = now, 0
+        progress(run.step / run.total, f"step {run.step}/{run.total} loss "
+                 f"{float(out['loss'].detach()):.4f}")
+        if run.step >= run.total:
+            break
+        if run.step % p.checkpoint_every == 0:
+            run.checkpoint()
+
+
+def _finish(run: _Run, elapsed: float, progress: Progress) -> dict[str, Any]:
+    """The encoder file, the loss plot and the summary."""
+    ctx, run_dir = run.ctx, run.run_dir
+    if run.params.record_chips:
+        _record(ctx, run_dir, run.seen, run.model)
+    result = {"run_dir": str(run_dir), "steps": run.step, "epoch": run.epoch,
+              "seconds": round(elapsed, 2)}
     if ctx.is_main:
-        save_encoder(model.encoder, run_dir / ENCODER_FILE,
-                     extra_metadata={"source": "gfm pretrain", "step": str(step)})
+        save_encoder(run.model.encoder, run_dir / ENCODER_FILE,
+                     extra_metadata={"source": "gfm pretrain", "step": str(run.step)})
         _loss_plot(run_dir)
         result["encoder"] = str(run_dir / ENCODER_FILE)
     barrier(ctx)
