@@ -12,7 +12,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +101,70 @@ def finetune(params: FinetuneParams, progress: Progress | None = None) -> dict[s
     return report
 
 
+@dataclass
+class _Placed:
+    """The label polygons in each raster's CRS, and which of them touch each raster."""
+
+    per_raster: list[tuple[Path, np.ndarray, np.ndarray]]
+    used: np.ndarray  # polygons touching any raster
+    crs: Any  # the first raster's CRS: where the split is computed
+
+
+@dataclass
+class _Split:
+    is_val: np.ndarray
+    group: np.ndarray
+    reach: float
+
+
 def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[str, Any]:
     t_start = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     torch.manual_seed(params.seed)
-    if not params.rasters:
-        raise GfmError("give at least one raster to train on")
     labels, names, ids, background = _prepare_labels(params)
     device = resolve_device(params.device)
+    placed = _place_labels(params, labels, names, ids, background)
+    encoder = _make_encoder(params, params.tile_size)
+    spec = _make_spec(params, names, background, encoder)
+    with open_raster(params.rasters[0]) as ds:
+        gsd = pixel_size_m(ds)
+    split = _split(params, labels, ids, placed, spec.tile_size * (gsd or 1.0) / 4)
+    progress(0.02, "cutting chips")
+    train_set, val_set = _cut_chips(params, spec, placed, ids, split, background, rng, progress)
+    val_note = "held-out polygon groups"
+    if not len(val_set):
+        val_note = "none held out (too few polygons per class); scores are on training chips"
+    net = build_network(spec, encoder).to(device)
+    x_train, y_train = train_set.arrays()
+    x_val, y_val = (val_set if len(val_set) else train_set).arrays()
+    if spec.task == "scene_classification":
+        y_train, y_val = _scene_labels(y_train), _scene_labels(y_val)
+    trainer = _Trainer(net, device, spec, params, progress)
+    history = trainer.run(x_train, y_train, x_val, y_val)
+    cm = trainer.evaluate(x_val, y_val)
+    used = placed.used
+    report: dict[str, Any] = {
+        "task": spec.task, "classes": names, "rasters": [str(p) for p in params.rasters],
+        "labels": str(params.labels), "class_field": params.class_field,
+        "unlabeled": params.unlabeled, "device": str(device),
+        "encoder": str(params.encoder) if params.encoder else f"random init ({params.config})",
+        "split": {
+            "method": f"whole polygon groups (polygons within {split.reach:.1f} m form one group)",
+            "validation": val_note, "train_polygons": int((~split.is_val[used]).sum()),
+            "val_polygons": int(split.is_val[used].sum()),
+            "val_polygon_fids": [int(i) for i in np.nonzero(split.is_val)[0]],
+            "train_chips": len(train_set), "val_chips": len(val_set),
+        },
+        "validation": summarize(cm, spec.class_names), "history": history,
+    }
+    progress(0.95, "writing model package")
+    _write_package(stage, params, net, spec, history, cm, report, t_start)
+    return report
 
-    # Reproject every polygon to each raster's CRS and keep those that touch it.
+
+def _place_labels(params: FinetuneParams, labels: Any, names: list[str], ids: np.ndarray,
+                  background: bool) -> _Placed:
+    """Reproject every polygon to each raster's CRS and keep those that touch it."""
     per_raster: list[tuple[Path, np.ndarray, np.ndarray]] = []
     first_crs = None
     for path in params.rasters:
@@ -128,98 +182,82 @@ def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[s
     used = np.unique(np.concatenate([h for _, _, h in per_raster]))
     present = sorted(set(ids[used].tolist()) | ({0} if background else set()))
     if len(present) < 2:
-        only = names[present[0]]
-        raise InputError(params.labels, f"only one class ({only!r}) is drawn; with --unlabeled "
-                         "ignore at least two classes are needed (or use --unlabeled background)")
+        raise InputError(params.labels, f"only one class ({names[present[0]]!r}) is drawn; with "
+                         "--unlabeled ignore at least two classes are needed (or use "
+                         "--unlabeled background)")
+    return _Placed(per_raster, used, first_crs)
 
+
+def _make_spec(params: FinetuneParams, names: list[str], background: bool, encoder: Any) -> ModelSpec:
+    """The package's model.json: classes, input rules (from the first raster), tiles, head."""
     with open_raster(params.rasters[0]) as ds:
         bands = params.bands or _default_bands(ds)
         offset, scale = _input_scaling(ds, bands)
         gsd = pixel_size_m(ds)
-    encoder = _make_encoder(params, params.tile_size)
     tile = params.tile_size or encoder.config.img_size
-    head_channels = params.head_channels or default_head_channels(encoder.config.embed_dim)
-    spec = ModelSpec(
+    return ModelSpec(
         task=params.task, classes=default_classes(names, background=background),
         encoder=encoder.config.to_json(), bands=bands, scale_offset=offset, scale=scale,
         gsd_m=gsd, tile_size=tile, tile_overlap=tile // 4,
         head={"type": "upernet" if params.task == "segmentation" else "linear",
-              "channels": head_channels},
+              "channels": params.head_channels or default_head_channels(encoder.config.embed_dim)},
         name=params.name or Path(params.out).name,
         description=f"fine-tuned on {params.labels.name}"
         + (f" field {params.class_field}" if params.class_field else ""),
     )
 
-    # Split whole groups of polygons (grouped within a chip's reach) for validation.
-    geoms0 = reproject_geoms(labels.geoms[used], labels.crs, first_crs)
-    reach = tile * (gsd or 1.0) / 4
-    groups_used = group_polygons(geoms0, reach)
+
+def _split(params: FinetuneParams, labels: Any, ids: np.ndarray, placed: _Placed,
+           reach: float) -> _Split:
+    """Whole groups of polygons (grouped within a chip's reach) are held out for validation."""
+    used = placed.used
+    geoms = reproject_geoms(labels.geoms[used], labels.crs, placed.crs)
+    groups_used = group_polygons(geoms, reach)
     if groups_used.max() == 0:  # one cluster: fall back to polygons that touch
         reach = 0.0
-        groups_used = group_polygons(geoms0, reach)
+        groups_used = group_polygons(geoms, reach)
     val_used = spatial_split(ids[used], groups_used, params.val_fraction, params.seed)
     is_val = np.zeros(len(ids), dtype=bool)
     group = np.full(len(ids), -1)
     is_val[used], group[used] = val_used, groups_used
+    return _Split(is_val, group, reach)
 
-    progress(0.02, "cutting chips")
+
+def _cut_chips(params: FinetuneParams, spec: ModelSpec, placed: _Placed, ids: np.ndarray,
+               split: _Split, background: bool, rng: np.random.Generator,
+               progress: Progress) -> tuple[ChipSet, ChipSet]:
+    """Training chips where the training polygons are (classes balanced), validation chips
+    where the held-out ones are; each masks out the other's polygons."""
     normalize = Normalizer.from_spec(spec)
+    tile = spec.tile_size
     train_set, val_set = ChipSet(), ChipSet()
-    n_train_polys = max(int((~is_val[used]).sum()), 1)
-    for path, geoms, hits in per_raster:
+    n_train_polys = max(int((~split.is_val[placed.used]).sum()), 1)
+    for path, geoms, hits in placed.per_raster:
         if not len(hits):
             continue
-        rl = RasterLabels(geoms[hits], ids[hits], is_val[hits], group[hits])
+        rl = RasterLabels(geoms[hits], ids[hits], split.is_val[hits], split.group[hits])
         with open_raster(path) as ds:
             ratio, warning = source_scale(ds, spec)
             if warning:
                 log.warning("%s: %s", path, warning)
             src_tile = max(int(round(tile * ratio)), 8)
             share = int(np.ceil(params.chips * (~rl.is_val).sum() / n_train_polys))
-            for win in train_windows(ds, rl, src_tile, share, rng):
-                progress.check()
-                img, lab = cut_chip(ds, bands, normalize, rl, win, tile, False, background)
-                if (lab != IGNORE).any():
-                    train_set.images.append(img)
-                    train_set.labels.append(lab)
-            for win in val_windows(ds, rl, src_tile, max(params.chips // 4, 8), rng):
-                progress.check()
-                img, lab = cut_chip(ds, bands, normalize, rl, win, tile, True, background)
-                if (lab != IGNORE).any():
-                    val_set.images.append(img)
-                    val_set.labels.append(lab)
+            for chips, windows, is_val in (
+                    (train_set, train_windows(ds, rl, src_tile, share, rng), False),
+                    (val_set, val_windows(ds, rl, src_tile, max(params.chips // 4, 8), rng), True)):
+                for win in windows:
+                    progress.check()
+                    img, lab = cut_chip(ds, spec.bands, normalize, rl, win, tile, is_val, background)
+                    if (lab != IGNORE).any():
+                        chips.images.append(img)
+                        chips.labels.append(lab)
     if not len(train_set):
         raise InputError(params.labels, "no training chip has labelled pixels")
-    val_note = "held-out polygon groups"
-    if not len(val_set):
-        val_note = "none held out (too few polygons per class); scores are on training chips"
-        val_set = train_set
+    return train_set, val_set
 
-    net = build_network(spec, encoder).to(device)
-    x_train, y_train = train_set.arrays()
-    x_val, y_val = val_set.arrays()
-    if spec.task == "scene_classification":
-        y_train, y_val = _scene_labels(y_train), _scene_labels(y_val)
-    trainer = _Trainer(net, device, spec, params, progress)
-    history = trainer.run(x_train, y_train, x_val, y_val)
-    cm = trainer.evaluate(x_val, y_val)
-    metrics = summarize(cm, spec.class_names)
 
-    report: dict[str, Any] = {
-        "task": spec.task, "classes": names, "rasters": [str(p) for p in params.rasters],
-        "labels": str(params.labels), "class_field": params.class_field,
-        "unlabeled": params.unlabeled, "device": str(device),
-        "encoder": str(params.encoder) if params.encoder else f"random init ({params.config})",
-        "split": {
-            "method": f"whole polygon groups (polygons within {reach:.1f} m form one group)",
-            "validation": val_note,
-            "train_polygons": int((~is_val[used]).sum()), "val_polygons": int(is_val[used].sum()),
-            "val_polygon_fids": [int(i) for i in np.nonzero(is_val)[0]],
-            "train_chips": len(train_set), "val_chips": len(val_set) if val_set is not train_set else 0,
-        },
-        "validation": metrics, "history": history,
-    }
-    progress(0.95, "writing model package")
+def _write_package(stage: Path, params: FinetuneParams, net: GfmNetwork, spec: ModelSpec,
+                   history: list[dict], cm: np.ndarray, report: dict[str, Any], t_start: float) -> None:
     save_network(net, spec, stage)
     if not params.no_onnx:
         export_onnx(net, spec, stage / "model.onnx")
@@ -228,7 +266,6 @@ def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[s
     report["time_s"] = round(time.perf_counter() - t_start, 2)
     (stage / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     write_spec(stage, spec)
-    return report
 
 
 def _scene_labels(masks: np.ndarray) -> np.ndarray:
