@@ -52,9 +52,9 @@ class GfmController:
         """Ask before replacing something; the backend never replaces without being told."""
         from qgis.PyQt.QtWidgets import QMessageBox
 
-        answer = QMessageBox.question(self.dock, TITLE, text, QMessageBox.Yes | QMessageBox.No,
-                                      QMessageBox.No)
-        return answer == QMessageBox.Yes
+        buttons = QMessageBox.StandardButton
+        answer = QMessageBox.question(self.dock, TITLE, text, buttons.Yes | buttons.No, buttons.No)
+        return answer == buttons.Yes
 
     # -- backend -----------------------------------------------------------------
     def connect(self, start: bool = True) -> bool:

@@ -13,6 +13,7 @@ from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -21,6 +22,7 @@ from qgis.PyQt.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTreeWidget,
     QTreeWidgetItem,
@@ -36,26 +38,45 @@ def color_icon(hex_color: str) -> QIcon:
 
 
 class GfmDock(QDockWidget):
+    """The dock's widgets, group by group; `GfmController` connects them to the backend.
+
+    The groups sit in a scroll area: on a 1280 x 800 screen (or beside the Processing
+    toolbox) the dock is shorter than its content, and without one the Jobs list and
+    QGIS's own status bar would be pushed off the screen."""
+
     def __init__(self, parent=None) -> None:
         super().__init__("GFM", parent)
         self.setObjectName("GfmDock")
         body = QWidget()
         layout = QVBoxLayout(body)
+        layout.addLayout(self._status_row())
+        layout.addWidget(self._classify_box())
+        layout.addWidget(self._finetune_box())
+        self.pretrain_button = QPushButton("Pretrain…")
+        layout.addWidget(self.pretrain_button)
+        self._jobs_box(layout)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
+        self._job_items: dict[str, tuple[QTreeWidgetItem, QProgressBar]] = {}
+        self.field_combo.setLayer(self.labels_combo.currentLayer())
 
-        # backend status
-        status_row = QHBoxLayout()
+    def _status_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
         self.status = QLabel("backend: not connected")
         self.status.setWordWrap(True)
         self.connect_button = QPushButton("Connect")
         self.settings_button = QPushButton("Settings…")
-        status_row.addWidget(self.status, 1)
-        status_row.addWidget(self.connect_button)
-        status_row.addWidget(self.settings_button)
-        layout.addLayout(status_row)
+        row.addWidget(self.status, 1)
+        row.addWidget(self.connect_button)
+        row.addWidget(self.settings_button)
+        return row
 
-        # classify
-        classify_box = QGroupBox("Classify layer")
-        cl = QVBoxLayout(classify_box)
+    def _classify_box(self) -> QGroupBox:
+        box = QGroupBox("Classify layer")
+        cl = QVBoxLayout(box)
         self.raster_combo = QgsMapLayerComboBox()
         self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         cl.addWidget(QLabel("Raster layer"))
@@ -73,11 +94,11 @@ class GfmDock(QDockWidget):
         cl.addWidget(self.class_list)
         self.classify_button = QPushButton("Classify layer")
         cl.addWidget(self.classify_button)
-        layout.addWidget(classify_box)
+        return box
 
-        # training labels and fine-tune
-        train_box = QGroupBox("Fine-tune")
-        tl = QVBoxLayout(train_box)
+    def _finetune_box(self) -> QGroupBox:
+        box = QGroupBox("Fine-tune")
+        tl = QVBoxLayout(box)
         self.new_labels_button = QPushButton("New training-labels layer")
         tl.addWidget(self.new_labels_button)
         class_row = QHBoxLayout()
@@ -97,6 +118,17 @@ class GfmDock(QDockWidget):
         self.model_name_edit = QLineEdit()
         self.model_name_edit.setPlaceholderText("new model name")
         tl.addWidget(self.model_name_edit)
+        tl.addLayout(self._training_options())
+        self.encoder_file = QgsFileWidget()
+        self.encoder_file.setFilter("Checkpoints (*.pth *.pt *.bin *.safetensors)")
+        self.encoder_file.setToolTip("Encoder weights: the official gfm.pth, an ImageNet-22k Swin, ...")
+        tl.addWidget(QLabel("Encoder checkpoint (optional)"))
+        tl.addWidget(self.encoder_file)
+        self.finetune_button = QPushButton("Fine-tune")
+        tl.addWidget(self.finetune_button)
+        return box
+
+    def _training_options(self) -> QHBoxLayout:
         options = QHBoxLayout()
         self.config_combo = QComboBox()
         self.config_combo.addItem("GFM Swin-B (base)", "base")
@@ -108,23 +140,14 @@ class GfmDock(QDockWidget):
         self.epochs_spin.setPrefix("epochs ")
         options.addWidget(self.config_combo, 1)
         options.addWidget(self.epochs_spin)
-        tl.addLayout(options)
-        self.encoder_file = QgsFileWidget()
-        self.encoder_file.setFilter("Checkpoints (*.pth *.pt *.bin *.safetensors)")
-        self.encoder_file.setToolTip("Encoder weights: the official gfm.pth, an ImageNet-22k Swin, ...")
-        tl.addWidget(QLabel("Encoder checkpoint (optional)"))
-        tl.addWidget(self.encoder_file)
-        self.finetune_button = QPushButton("Fine-tune")
-        tl.addWidget(self.finetune_button)
-        layout.addWidget(train_box)
+        return options
 
-        # pretrain and jobs
-        self.pretrain_button = QPushButton("Pretrain…")
-        layout.addWidget(self.pretrain_button)
+    def _jobs_box(self, layout: QVBoxLayout) -> None:
         layout.addWidget(QLabel("Jobs"))
         self.jobs = QTreeWidget()
         self.jobs.setHeaderLabels(["job", "state", "progress"])
         self.jobs.setRootIsDecorated(False)
+        self.jobs.setMinimumHeight(120)
         layout.addWidget(self.jobs, 1)
         job_buttons = QHBoxLayout()
         self.cancel_button = QPushButton("Cancel selected job")
@@ -133,9 +156,6 @@ class GfmDock(QDockWidget):
         job_buttons.addWidget(self.cancel_button, 1)
         job_buttons.addWidget(self.resume_button)
         layout.addLayout(job_buttons)
-        self.setWidget(body)
-        self._job_items: dict[str, tuple[QTreeWidgetItem, QProgressBar]] = {}
-        self.field_combo.setLayer(self.labels_combo.currentLayer())
 
     # -- views the controller updates ---------------------------------------------
     def set_status(self, text: str, ok: bool) -> None:

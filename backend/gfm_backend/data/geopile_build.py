@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from rasterio.errors import NotGeoreferencedWarning
 
-from ..atomic import write_text_atomic
+from ..atomic import atomic_path, write_text_atomic
 from ..errors import GfmError, InputError
 from ..progress import Progress, silent
 from .geopile import Cut, CutRules, Task, safe_cut
@@ -136,10 +136,8 @@ class PileWriter:
     def commit(self, history: dict[str, Any] | None = None) -> None:
         meta = self.meta
         if self.lines:
-            tmp = self.root / SHARD_DIR / f".{self.k:06d}.partial.npy"
-            np.save(tmp, self.buf[: self.n])
-            _fsync(tmp)
-            os.replace(tmp, self.root / shard_file(self.k))
+            with atomic_path(self.root / shard_file(self.k), suffix=".npy", fsync=True) as tmp:
+                np.save(tmp, self.buf[: self.n])
             meta["chips_bytes"] += _append(self.root / CHIPS_JSONL, "".join(x + "\n" for x in self.lines))
             _append(self.root / HASHES_BIN, b"".join(self.new_hashes))
             del meta["shards"][self.k :]
@@ -169,11 +167,6 @@ def _append(path: Path, data: str | bytes) -> int:
         f.flush()
         os.fsync(f.fileno())
     return len(raw)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import shapely
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
+from ..atomic import atomic_path
 from ..package import ClassInfo
 from .areas import polygon_areas_m2
 from .vectorize import GPKG_OPTIONS
@@ -34,15 +34,19 @@ def write_tile_grid(
         corners.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
     geoms = np.array(corners, dtype=object)
     ids = classes[rows, cols].astype(np.int32)
-    tmp = Path(out_gpkg).with_name(f".{Path(out_gpkg).name}.partial.gpkg")
+    with atomic_path(out_gpkg, suffix=".gpkg", exists=False) as tmp:
+        _write_grid(tmp, geoms, ids, names, scores[rows, cols], crs)
+    return len(geoms)
+
+
+def _write_grid(tmp: Path, geoms: np.ndarray, ids: np.ndarray, names: dict, scores: np.ndarray,
+                crs: CRS | None) -> None:
     pyogrio.raw.write(
         str(tmp),
         shapely.to_wkb(geoms) if len(geoms) else np.array([], dtype=object),
         [ids, np.array([names[i] for i in ids.tolist()], dtype=object),
-         scores[rows, cols].astype(np.float64), polygon_areas_m2(geoms, crs)],
+         scores.astype(np.float64), polygon_areas_m2(geoms, crs)],
         ["class_id", "class_name", "score", "area_m2"],
         layer="polygons", driver="GPKG", geometry_type="Polygon",
         crs=crs.to_wkt() if crs else None, dataset_options=GPKG_OPTIONS,
     )
-    os.replace(tmp, out_gpkg)
-    return len(geoms)

@@ -8,10 +8,10 @@ names (a PAM `.aux.xml`), so other GDAL-based tools show the classes too.
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from ..package import ClassInfo
 
 QGIS_VERSION = "3.22.0-Białowieża"
@@ -215,6 +215,4 @@ def _write_xml(path: Path, root: ET.Element, doctype: str | None = "<!DOCTYPE qg
     ET.indent(root, space="  ")
     body = ET.tostring(root, encoding="unicode")
     head = doctype + "\n" if doctype else ""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(head + body + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, head + body + "\n")

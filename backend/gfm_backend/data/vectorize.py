@@ -33,6 +33,7 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from rasterio.windows import Window
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from ..package import ClassInfo
 from ..progress import Progress, silent
@@ -84,9 +85,8 @@ def vectorize_classes(
         raise ValueError(f"block_size must be positive, got {block_size}")
     names = {c.id: c.name for c in classes}
     out_gpkg.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_gpkg.with_name(f".{out_gpkg.stem}.partial-{os.getpid()}.gpkg")
-    _remove_gpkg(tmp)
-    try:
+    _remove_gpkg(out_gpkg, keep_main=True)  # stale -wal/-shm would corrupt the new file
+    with atomic_path(out_gpkg, suffix=".gpkg", exists=False) as tmp:
         with _open_classes(class_tif) as src:
             areas = _AreaModel(src.crs, src.transform)
             writer = _Writer(tmp, src.crs, src.transform, areas, names, simplify_tolerance)
@@ -94,11 +94,7 @@ def vectorize_classes(
             _polygonize_blocks(src, nodata, block_size, min_px, writer, progress)
         count = writer.close()
         progress(1.0, "vectorizing")
-        _remove_gpkg(out_gpkg, keep_main=True)  # stale -wal/-shm would corrupt the new file
-        os.replace(tmp, out_gpkg)
-        return count
-    finally:
-        _remove_gpkg(tmp)
+    return count
 
 
 def _open_classes(path: Path) -> rasterio.DatasetReader:

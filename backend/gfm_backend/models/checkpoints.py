@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from timm.models import adapt_input_conv
 from torch.nn.modules.module import _IncompatibleKeys
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from .swin import EncoderConfig, SwinEncoder, build_encoder, resize_bias_table
 
@@ -393,10 +394,6 @@ def save_safetensors_atomic(state: Mapping[str, torch.Tensor], path: str | os.Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from ..package import ModelSpec
 from .heads import SceneHead, UPerNetHead
@@ -65,7 +66,8 @@ def save_network(net: GfmNetwork, spec: ModelSpec, model_dir: Path) -> Path:
     path = Path(model_dir) / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {"gfm_encoder_config": json.dumps(spec.encoder), "gfm_model_json": json.dumps(spec.to_json())}
-    save_file(state, str(path), metadata=meta)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return path
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import os
 import secrets
 import socket
 from pathlib import Path
@@ -16,20 +15,15 @@ from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..atomic import atomic_path
+
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def write_private(path: Path, text: str) -> None:
     """Write a file only the user can read, atomically (readers never see half of it)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    with atomic_path(path, private=True, fsync=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import itertools
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from ..atomic import atomic_path
 from ..data.synthetic import SCENE_CLASSES, make_scene, write_scene
 from ..errors import InputError
 from ..models import CONFIGS, build_encoder
@@ -38,16 +40,15 @@ def make_bench_raster(path: Path, size: int) -> Path:
             if ds.width == size:
                 return path
     scene = make_scene(1024, seed=1)
-    tmp = path.with_suffix(".partial.tif")
-    write_scene(scene, tmp)  # for its profile
-    with rasterio.open(tmp) as src:
-        profile = src.profile | {"width": size, "height": size}
-    with rasterio.open(path, "w", **profile) as dst:
+    with tempfile.TemporaryDirectory(dir=path.parent) as sample_dir:
+        sample = write_scene(scene, Path(sample_dir) / "sample.tif")  # for its profile
+        with rasterio.open(sample) as src:
+            profile = src.profile | {"width": size, "height": size}
+    with atomic_path(path, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for r in range(0, size, 1024):
             for c in range(0, size, 1024):
                 h, w = min(1024, size - r), min(1024, size - c)
                 dst.write(scene.image[:, :h, :w], window=rasterio.windows.Window(c, r, w, h))
-    tmp.unlink()
     return path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from ..atomic import atomic_path
 from ..errors import InputError
 from ..models.network import GfmNetwork, load_network
 from ..outputs import MODEL, add_to_manifest
@@ -24,20 +25,17 @@ def export_onnx(net: GfmNetwork, spec: ModelSpec, path: Path) -> Path:
     bands = len(spec.bands)
     dummy = torch.zeros(1, bands, spec.tile_size, spec.tile_size)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    with torch.no_grad():
+    with atomic_path(path, suffix=".onnx") as tmp, torch.no_grad():
         torch.onnx.export(
             net, (dummy,), str(tmp), input_names=["image"], output_names=["probabilities"],
             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
             opset_version=OPSET, dynamo=True, verbose=False,
         )
-    model = onnx.load(str(tmp))
-    for key, value in spec.onnx_metadata().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(tmp))  # weights inlined: one self-contained file
-    tmp.replace(path)
-    tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)  # the exporter's side file
+        model = onnx.load(str(tmp))
+        for key, value in spec.onnx_metadata().items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(tmp))  # weights inlined: one self-contained file (no .data kept)
     return path
 
 

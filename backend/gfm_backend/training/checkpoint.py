@@ -9,17 +9,15 @@ one is kept until the new one is complete, so a crash loses at most one interval
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..atomic import write_text_atomic
+from ..atomic import atomic_dir, write_text_atomic
 from ..errors import InputError
 from ..models import save_pretrainer
 
@@ -50,15 +48,9 @@ def save_checkpoint(run_dir: Path, step: int, model, state: dict[str, Any],
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=root))
-    try:
+    with atomic_dir(final) as tmp:
         save_pretrainer(model, tmp / "model.safetensors", extra_metadata=metadata)
         torch.save(state, tmp / "state.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     write_text_atomic(root / LATEST, final.name)
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
