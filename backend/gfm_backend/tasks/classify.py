@@ -172,59 +172,75 @@ def _pixel_area_m2(ds: rasterio.DatasetReader) -> float | None:
     return None if size is None else size * size
 
 
+class _StripWriter:
+    """Finished strips of classes and confidence, compressed and written on a thread of
+    their own while the next tile row runs through the model (at most one strip waits)."""
+
+    def __init__(self, ds: rasterio.DatasetReader, spec: ModelSpec, stage: Path) -> None:
+        self.width = ds.width
+        self.counts = np.zeros(256, dtype=np.int64)
+        self.cls = rasterio.open(stage / CLASSES_TIF, "w", **_output_profile(ds, "uint8", 255))
+        self.conf = rasterio.open(stage / CONFIDENCE_TIF, "w",
+                                  **_output_profile(ds, "float32", CONFIDENCE_NODATA))
+        self.cls.write_colormap(1, colormap(spec.classes))
+        self.thread = ThreadPoolExecutor(max_workers=1)
+        self.pending: list[Future] = []
+
+    def _write(self, top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
+        win = Window(0, top, self.width, classes.shape[0])
+        self.cls.write(classes, 1, window=win)
+        self.conf.write(confidence, 1, window=win)
+        self.counts += np.bincount(classes.ravel(), minlength=256)
+
+    def __call__(self, top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
+        if self.pending:
+            self.pending.pop().result()
+        self.pending.append(self.thread.submit(self._write, top, classes, confidence))
+
+    def close(self) -> None:
+        try:
+            for f in self.pending:
+                f.result()
+        finally:
+            self.thread.shutdown()
+            self.cls.close()
+            self.conf.close()
+
+
+def _row_reader(ds: rasterio.DatasetReader, spec: ModelSpec, cols: list[int], src_tile: int):
+    """Tile row -> [(col, raw tile at the model's size, valid mask)]."""
+    def read_row(row: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        # one read per tile row, sliced into tiles: a read per tile decodes the
+        # overlaps twice and costs 2.5x the CPU, which the network needs
+        strip, strip_valid = read_window(ds, spec.bands, Window(0, row, cols[-1] + src_tile, src_tile))
+        out = []
+        for col in cols:
+            raw = strip[:, :, col : col + src_tile]
+            if src_tile != spec.tile_size:
+                raw = resample_bands(raw, spec.tile_size)
+            out.append((col, raw, strip_valid[:, col : col + src_tile]))
+        return out
+
+    return read_row
+
+
 def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
              params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
     report = _base_report(ds, spec, predictor, params)
     ratio, src_tile = _source_tile(ds, spec, params, report)
-    tile = spec.tile_size
     src_overlap = min(int(round(spec.tile_overlap * ratio)), src_tile // 2)
-    stride = src_tile - src_overlap
-    rows = tile_starts(ds.height, src_tile, stride)
-    cols = tile_starts(ds.width, src_tile, stride)
+    rows = tile_starts(ds.height, src_tile, src_tile - src_overlap)
+    cols = tile_starts(ds.width, src_tile, src_tile - src_overlap)
     weight = blend_weights(src_tile, src_overlap)
     normalize = Normalizer.from_spec(spec)
-    counts = np.zeros(256, dtype=np.int64)
     timer = _Timer()
     report.update(tile_size_px=src_tile, tile_overlap_px=src_overlap, tiles=len(rows) * len(cols))
-
-    cls_path, conf_path = stage / CLASSES_TIF, stage / CONFIDENCE_TIF
-    with rasterio.open(cls_path, "w", **_output_profile(ds, "uint8", 255)) as cls_ds, \
-         rasterio.open(conf_path, "w", **_output_profile(ds, "float32", CONFIDENCE_NODATA)) as conf_ds:
-        cls_ds.write_colormap(1, colormap(spec.classes))
-
-        def write_strip(top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
-            win = Window(0, top, ds.width, classes.shape[0])
-            cls_ds.write(classes, 1, window=win)
-            conf_ds.write(confidence, 1, window=win)
-            counts[:] += np.bincount(classes.ravel(), minlength=256)
-
-        # Finished strips are compressed and written on a second thread while the next
-        # tile row runs through the model; at most one strip waits.
-        writing: list[Future] = []
-
-        def sink(top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
-            if writing:
-                writing.pop().result()
-            writing.append(writer.submit(write_strip, top, classes, confidence))
-
-        blender = StripBlender(ds.width, ds.height, spec.num_classes, sink,
+    writer = _StripWriter(ds, spec, stage)
+    try:
+        blender = StripBlender(ds.width, ds.height, spec.num_classes, writer,
                                rows=src_tile, nodata_confidence=CONFIDENCE_NODATA)
-
-        def read_row(row: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
-            # one read per tile row, sliced into tiles: a read per tile decodes the
-            # overlaps twice and costs 2.5x the CPU, which the network needs
-            strip, strip_valid = read_window(
-                ds, spec.bands, Window(0, row, cols[-1] + src_tile, src_tile))
-            out = []
-            for col in cols:
-                raw = strip[:, :, col : col + src_tile]
-                if src_tile != tile:
-                    raw = resample_bands(raw, tile)
-                out.append((col, raw, strip_valid[:, col : col + src_tile]))
-            return out
-
-        with ThreadPoolExecutor(max_workers=1) as reader, \
-                ThreadPoolExecutor(max_workers=1) as writer:
+        read_row = _row_reader(ds, spec, cols, src_tile)
+        with ThreadPoolExecutor(max_workers=1) as reader:
             pending = reader.submit(read_row, rows[0])
             for i, row in enumerate(rows):
                 tr = time.perf_counter()
@@ -232,28 +248,36 @@ def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
                 timer.add("read_wait", time.perf_counter() - tr)
                 if i + 1 < len(rows):
                     pending = reader.submit(read_row, rows[i + 1])
-                for b in range(0, len(tiles), params.batch_size):
-                    progress.check()
-                    chunk = [t for t in tiles[b : b + params.batch_size] if t[2].any()]
-                    if not chunk:
-                        continue
-                    batch = np.stack([normalize(raw) for _, raw, _ in chunk])
-                    ti = time.perf_counter()
-                    probs = predictor(batch)
-                    timer.add("inference", time.perf_counter() - ti)
-                    probs = _resize_probs(probs, src_tile)
-                    for (col, _, valid), p in zip(chunk, probs, strict=True):
-                        blender.add(p, weight, valid, row, col)
-                next_row = rows[i + 1] if i + 1 < len(rows) else ds.height
+                _predict_row(tiles, row, predictor, normalize, blender, weight, src_tile,
+                             params.batch_size, timer, progress)
                 tw = time.perf_counter()
-                blender.finish_until(next_row)
+                blender.finish_until(rows[i + 1] if i + 1 < len(rows) else ds.height)
                 timer.add("blend_write", time.perf_counter() - tw)
                 progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
-            for f in writing:
-                f.result()
-    _class_stats(report, spec, counts, _pixel_area_m2(ds))
+    finally:
+        writer.close()
+    _class_stats(report, spec, writer.counts, _pixel_area_m2(ds))
     report["timings_s"] = timer.seconds
     return report
+
+
+def _predict_row(tiles: list[tuple[int, np.ndarray, np.ndarray]], row: int, predictor: Predictor,
+                 normalize: Normalizer, blender: StripBlender, weight: np.ndarray, src_tile: int,
+                 batch_size: int, timer: _Timer, progress: Progress) -> None:
+    """Run a tile row's tiles that hold valid pixels through the model, in batches, and
+    blend their probabilities in."""
+    for b in range(0, len(tiles), batch_size):
+        progress.check()
+        chunk = [t for t in tiles[b : b + batch_size] if t[2].any()]
+        if not chunk:
+            continue
+        batch = np.stack([normalize(raw) for _, raw, _ in chunk])
+        ti = time.perf_counter()
+        probs = predictor(batch)
+        timer.add("inference", time.perf_counter() - ti)
+        probs = _resize_probs(probs, src_tile)
+        for (col, _, valid), p in zip(chunk, probs, strict=True):
+            blender.add(p, weight, valid, row, col)
 
 
 def _classify_scenes(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
