@@ -128,13 +128,7 @@ def _log_to_file(path: Path) -> logging.Handler:
 
 def serve(config: ServiceConfig) -> dict[str, Any]:
     """Run the service until SIGINT/SIGTERM; returns a summary for the CLI."""
-    import uvicorn
-
-    from .app import ServiceState, create_app
-    from .devices import DeviceProbe
-    from .dispatcher import Dispatcher
     from .jobs import load_plugins
-    from .store import JobStore
 
     if config.gpu_jobs < 1 or config.cpu_jobs < 1:
         raise GfmError("--gpu-jobs and --cpu-jobs must be at least 1")
@@ -144,51 +138,72 @@ def serve(config: ServiceConfig) -> dict[str, Any]:
             plugins = load_plugins()
             if plugins:
                 log.info("job-type plugins: %s", ", ".join(plugins))
-            config.jobs_dir.mkdir(exist_ok=True, mode=0o700)
-            warn_if_history_lost(config)
-            store = JobStore(config.db_path)
-            os.chmod(config.db_path, 0o600)  # SQLite gives its -wal and -shm files the same mode
-            for record in store.interrupt_running():
-                log.warning("job %s (%s) was running when the last server stopped: %s",
-                            record.id, record.type, "marked interrupted")
-            token = load_or_create_token(config.token_path)
+            store = _open_store(config)
             sock = bind_socket(config.host, config.port)
-            port = sock.getsockname()[1]
-            url = public_url(config.host, port)
-            if config.host not in LOOPBACK_HOSTS:
-                log.warning("listening on %s:%d, not only on this computer: anyone who can reach "
-                            "it and has the token can run jobs, and HTTP is not encrypted (an SSH "
-                            "tunnel to a loopback-only service is safer)", config.host, port)
-            devices = DeviceProbe()
-            devices.start()
-            dispatcher = Dispatcher(store, config)
-            dispatcher.start()
-            state = ServiceState(config, store, dispatcher, devices, token, time.time())
-            server = uvicorn.Server(uvicorn.Config(
-                create_app(state), log_config=None, access_log=False, lifespan="off",
-                timeout_graceful_shutdown=5, backlog=2048))
-            info = {"url": url, "token": token, "pid": os.getpid(), "version": __version__,
-                    "api_version": API_VERSION, "host": config.host, "port": port,
-                    "state_dir": str(config.state_dir)}
-            threading.Thread(target=_announce, args=(server, config, info), daemon=True,
-                             name="gfm-announce").start()
-            # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal
-            # to the handler it found; with ours (a no-op) the cleanup below still runs.
-            previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+            url = public_url(config.host, sock.getsockname()[1])
             try:
-                server.run(sockets=[sock])
+                _run(config, store, sock, url)
             finally:
-                log.info("stopping: running jobs are asked to stop and will show as interrupted")
-                dispatcher.stop()
-                _remove_server_json(config)
                 store.close()
                 sock.close()
-                for sig, old in previous.items():
-                    signal.signal(sig, old)
         finally:
             logging.getLogger("gfm_backend").removeHandler(handler)
             handler.close()
     return {"stopped": True, "url": url, "state_dir": str(config.state_dir)}
+
+
+def _open_store(config: ServiceConfig) -> Any:
+    """The job store, private, with jobs a previous server left running marked interrupted."""
+    from .store import JobStore
+
+    config.jobs_dir.mkdir(exist_ok=True, mode=0o700)
+    warn_if_history_lost(config)
+    store = JobStore(config.db_path)
+    os.chmod(config.db_path, 0o600)  # SQLite gives its -wal and -shm files the same mode
+    for record in store.interrupt_running():
+        log.warning("job %s (%s) was running when the last server stopped: marked interrupted",
+                    record.id, record.type)
+    return store
+
+
+def _run(config: ServiceConfig, store: Any, sock: socket.socket, url: str) -> None:
+    """Serve on `sock` until a signal; the dispatcher stops its jobs (interrupted) after."""
+    import uvicorn
+
+    from .app import ServiceState, create_app
+    from .devices import DeviceProbe
+    from .dispatcher import Dispatcher
+
+    token = load_or_create_token(config.token_path)
+    port = sock.getsockname()[1]
+    if config.host not in LOOPBACK_HOSTS:
+        log.warning("listening on %s:%d, not only on this computer: anyone who can reach it and "
+                    "has the token can run jobs, and HTTP is not encrypted (an SSH tunnel to a "
+                    "loopback-only service is safer)", config.host, port)
+    devices = DeviceProbe()
+    devices.start()
+    dispatcher = Dispatcher(store, config)
+    dispatcher.start()
+    state = ServiceState(config, store, dispatcher, devices, token, time.time())
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(state), log_config=None, access_log=False, lifespan="off",
+        timeout_graceful_shutdown=5, backlog=2048))
+    info = {"url": url, "token": token, "pid": os.getpid(), "version": __version__,
+            "api_version": API_VERSION, "host": config.host, "port": port,
+            "state_dir": str(config.state_dir)}
+    threading.Thread(target=_announce, args=(server, config, info), daemon=True,
+                     name="gfm-announce").start()
+    # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal to the
+    # handler it found; with ours (a no-op) the cleanup below still runs.
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        log.info("stopping: running jobs are asked to stop and will show as interrupted")
+        dispatcher.stop()
+        _remove_server_json(config)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _ignore(signum: int, frame: Any) -> None:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,18 +165,101 @@ def bench_pretrain(config: str = "base", batch: int = 128, steps: int = 10, warm
     forward and backward pass), so TFLOP/s is what the step really asks of the device.
     """
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
+
+    progress = progress or silent()
+    bench = _bench_setup(config, batch, device, teacher, attention, pile)
+    dev = bench.device
+    flops_per_step, compile_s = bench.count_flops(), None
+    if compile_blocks:
+        compile_s = bench.compile()
+    for _ in range(warmup):
+        bench.step()
+    bench.sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        bench.step()
+        progress((i + 1) / steps, f"step {i + 1}/{steps}")
+    bench.sync()
+    seconds = time.perf_counter() - t0
+    result = {
+        "config": config, "batch": batch, "device": str(dev), "teacher": teacher,
+        "attention": bench.attention, "compiled_blocks": compile_blocks,
+        "data": str(pile) if pile else "synthetic",
+        "steps": steps, "images_per_s": round(batch * steps / seconds, 2),
+        "gflop_per_image": round(flops_per_step / batch / 1e9, 2),
+        "achieved_tflop_s": round(flops_per_step * steps / seconds / 1e12, 3),
+        "bf16": bench.bf16,
+    }
+    if compile_s is not None:
+        result["compile_s"] = round(compile_s, 1)
+    if bench.pile is not None:
+        result["loader_images_per_s"] = round(_loader_rate(bench.pile, batch, steps, dev), 2)
+    if dev.type == "cuda":
+        result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
+        result["gpu"] = torch.cuda.get_device_name(dev)
+    return result
+
+
+@dataclass
+class _PretrainBench:
+    """A pretrainer, its optimiser and a chip source, stepped by the training loop's step."""
+
+    device: Any
+    model: Any
+    optimizer: Any
+    chips: Iterator
+    img_size: int
+    masks: Any
+    generator: Any
+    bf16: bool
+    attention: str
+    pile: Any
+
+    def step(self) -> None:  # the training loop's own step, not a copy of it
+        from ..training.step import train_step
+
+        train_step(self.model, self.model, self.optimizer, next(self.chips), self.img_size,
+                   self.masks, self.generator, self.bf16)
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def count_flops(self) -> int:
+        """FLOPs of one step (matmuls and convolutions, forward and backward)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self.step()
+        return counter.get_total_flops()
+
+    def compile(self) -> float:
+        """Compile each Swin block; returns the seconds the first (compiling) step took."""
+        from ..training.speed import compile_blocks
+
+        compile_blocks(self.model)
+        t0 = time.perf_counter()
+        self.step()
+        self.sync()
+        return time.perf_counter() - t0
+
+
+def _bench_setup(config: str, batch: int, device: str, teacher: bool, attention: str,
+                 pile: Path | None) -> _PretrainBench:
+    import torch
 
     from ..models import build_pretrainer
     from ..models.masking import MaskGenerator
     from ..models.pretrainer import teacher_config
     from ..runtime import resolve_device
     from ..training.optim import build_optimizer
-    from ..training.speed import compile_blocks as compile_model_blocks
     from ..training.speed import resolve_attention, set_attention
-    from ..training.step import train_step
 
-    progress = progress or silent()
     dev = resolve_device(device)
     cfg = CONFIGS[config]
     geopile = _open_pile(pile, batch, cfg.img_size) if pile is not None else None  # fail early
@@ -183,63 +267,16 @@ def bench_pretrain(config: str = "base", batch: int = 128, steps: int = 10, warm
     model = build_pretrainer(config, teacher=teacher_net).to(dev).train()
     attention = resolve_attention(attention, dev)
     set_attention(model, attention)
-    optimizer = build_optimizer(model, lr=1e-4)
     gen = torch.Generator(device=dev)
     gen.manual_seed(0)
     if geopile is not None:
-        chips = _pile_chips(geopile, batch, dev)
+        chips: Iterator = _pile_chips(geopile, batch, dev)
     else:  # one synthetic batch, already on the device
         chips = itertools.repeat(torch.randint(0, 256, (batch, 3, cfg.img_size, cfg.img_size),
                                                dtype=torch.uint8, device=dev, generator=gen))
-    masks = MaskGenerator(input_size=cfg.img_size)
-    bf16 = dev.type == "cuda"
-
-    def step() -> None:  # the training loop's own step, not a copy of it
-        train_step(model, model, optimizer, next(chips), cfg.img_size, masks, gen, bf16)
-
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    flops_per_step = counter.get_total_flops()
-    compile_s = None
-    if compile_blocks:
-        compile_model_blocks(model)
-        t0 = time.perf_counter()
-        step()  # the first call compiles
-        sync()
-        compile_s = time.perf_counter() - t0
-    for _ in range(warmup):
-        step()
-    sync()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step()
-        progress((i + 1) / steps, f"step {i + 1}/{steps}")
-    sync()
-    seconds = time.perf_counter() - t0
-    result = {
-        "config": config, "batch": batch, "device": str(dev), "teacher": teacher,
-        "attention": attention, "compiled_blocks": compile_blocks,
-        "data": str(pile) if pile else "synthetic",
-        "steps": steps, "images_per_s": round(batch * steps / seconds, 2),
-        "gflop_per_image": round(flops_per_step / batch / 1e9, 2),
-        "achieved_tflop_s": round(flops_per_step * steps / seconds / 1e12, 3),
-        "bf16": bf16,
-    }
-    if compile_s is not None:
-        result["compile_s"] = round(compile_s, 1)
-    if geopile is not None:
-        result["loader_images_per_s"] = round(_loader_rate(geopile, batch, steps, dev), 2)
-    if dev.type == "cuda":
-        result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
-        result["gpu"] = torch.cuda.get_device_name(dev)
-    return result
+    return _PretrainBench(dev, model, build_optimizer(model, lr=1e-4), chips, cfg.img_size,
+                          MaskGenerator(input_size=cfg.img_size), gen, dev.type == "cuda",
+                          attention, geopile)
 
 
 def _open_pile(pile: Path, batch: int, img_size: int) -> Any:
