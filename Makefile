@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 QGIS_PY := /usr/bin/python3
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-backend test-plugin test-slow lint bench plugin clean
+.PHONY: setup demo test test-backend test-plugin test-slow lint bench plugin job-params clean
 
 setup: $(STAMP) qgis-check
 
@@ -44,6 +44,10 @@ bench: $(STAMP)
 
 plugin:
 	$(PY) scripts/build_plugin.py
+
+# The plugin's Processing parameters come from the backend's job declarations.
+job-params: $(STAMP)
+	$(VPY) scripts/write_job_params.py
 
 clean:
 	rm -rf demo-out bench-out dist build

@@ -25,6 +25,10 @@ def find_running(state_dir: str) -> BackendClient | None:
         return None
 
 
+# Backends started from this QGIS: kept referenced, since they outlive the call (and QGIS).
+_STARTED: list[subprocess.Popen] = []
+
+
 def start_local(python: str, state_dir: str, timeout_s: float = 60.0) -> BackendClient:
     """Start `python -m gfm_backend.cli serve` detached and wait until it accepts requests."""
     running = find_running(state_dir)
@@ -36,16 +40,16 @@ def start_local(python: str, state_dir: str, timeout_s: float = 60.0) -> Backend
             "(the `python` next to the `gfm` command, e.g. .venv/bin/python)"
         )
     Path(state_dir).mkdir(parents=True, exist_ok=True)
-    log = open(Path(state_dir) / "serve.log", "ab")  # noqa: SIM115 (handed to the child)
     stale = Path(state_dir) / SERVER_JSON
     if stale.exists():
         stale.unlink()
-    subprocess.Popen(  # noqa: S603 (the user's configured interpreter)
-        [python, "-m", "gfm_backend.cli", "serve", "--port", "0", "--state-dir", state_dir],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True,  # survives QGIS closing; never killed with QGIS
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    with open(Path(state_dir) / "serve.log", "ab") as log:  # the child keeps its own copy
+        _STARTED.append(subprocess.Popen(  # noqa: S603 (the user's configured interpreter)
+            [python, "-m", "gfm_backend.cli", "serve", "--port", "0", "--state-dir", state_dir],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survives QGIS closing; never killed with QGIS
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        ))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         client = find_running(state_dir)

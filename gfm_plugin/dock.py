@@ -59,6 +59,10 @@ class GfmDock(QDockWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(body)
+        # scroll up and down only: never narrower than the widgets (plus the scroll bar)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(body.minimumSizeHint().width()
+                               + scroll.verticalScrollBar().sizeHint().width())
         self.setWidget(scroll)
         self._job_items: dict[str, tuple[QTreeWidgetItem, QProgressBar]] = {}
         self.field_combo.setLayer(self.labels_combo.currentLayer())

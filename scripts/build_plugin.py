@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ALLOWED = {".py", ".svg", ".png", ".qml", ".txt", ".md", ".ui"}
+ALLOWED = {".py", ".svg", ".png", ".qml", ".txt", ".md", ".ui", ".json"}
 
 
 def build(out_dir: Path = REPO / "dist") -> Path:

@@ -274,6 +274,8 @@ def describe_field(name: str, info: FieldInfo) -> dict[str, Any]:
         out["aliases"] = list(cli.aliases)
     if cli.negation:
         out["negation"] = cli.negation
+    if cli.path_text:
+        out["path_text"] = True
     if info.description:
         out["help"] = info.description
     return out

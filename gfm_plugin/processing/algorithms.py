@@ -1,6 +1,7 @@
-"""One Processing algorithm per backend job type. Each is a thin caller: it turns its
-parameters into the job's params (the CLI's names), submits the job and follows it,
-reporting progress through feedback and cancelling the job when the user cancels."""
+"""One Processing algorithm per backend job type. Each is a thin caller: its parameters
+are made from the job's declaration in the backend (`declared`), it turns them into the
+job's params, submits the job and follows it, reporting progress through feedback and
+cancelling the job when the user cancels."""
 
 from __future__ import annotations
 
@@ -15,32 +16,25 @@ from qgis.core import (
     QgsProcessingOutputFolder,
     QgsProcessingOutputRasterLayer,
     QgsProcessingOutputVectorLayer,
-    QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterField,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterVectorLayer,
     QgsRasterDataProvider,
 )
 
 from ..client import BackendError
 from ..connection import get_client
 from ..layers import export_raster_extent, raster_file_path, vector_file_path
+from .declared import definition, params_of, value
 
-RUNTIMES = ["torch", "onnx"]
-DEVICES = ["auto", "cpu", "cuda"]
-CONFIGS = ["base", "tiny"]
-UNLABELED = ["ignore", "background"]
+DESTINATIONS = ("out_dir", "out_file")
 
 
 class BackendAlgorithm(QgsProcessingAlgorithm):
-    """Shared plumbing: submit a job, mirror its progress, honour cancel."""
+    """Shared plumbing: parameters from the job's declaration, submit a job, mirror its
+    progress, honour cancel. `main` names the params shown up front (the rest are under
+    Advanced); `custom` those the algorithm reads itself (layers turned into files)."""
 
     job_type = ""
+    main: frozenset[str] = frozenset()
+    custom: frozenset[str] = frozenset()
 
     def group(self) -> str:
         return "GFM"
@@ -51,10 +45,25 @@ class BackendAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802 (QGIS API)
         return type(self)()
 
-    def add_overwrite(self) -> None:
-        """The backend refuses to replace a previous result unless told to."""
-        self.addParameter(QgsProcessingParameterBoolean(
-            "OVERWRITE", "Replace a previous result in the output folder", defaultValue=False))
+    def initAlgorithm(self, config=None):  # noqa: N802
+        specs = params_of(self.job_type)  # outputs last, as QGIS dialogs show them
+        for spec in sorted(specs, key=lambda p: p["kind"] in DESTINATIONS):
+            self.addParameter(definition(spec, self.main))
+        self.add_outputs()
+
+    def add_outputs(self) -> None:
+        """Outputs beyond the destination parameters (layers to load)."""
+
+    def declared_values(self, parameters, context) -> dict:
+        """Every declared param the user gave (or whose default the dialog shows), by the
+        backend's names; the `custom` ones are the algorithm's to add."""
+        out = {}
+        for spec in params_of(self.job_type):
+            if spec["name"] not in self.custom:
+                v = value(self, spec, parameters, context)
+                if v is not None:
+                    out[spec["name"]] = v
+        return out
 
     def run_job(self, params: dict, feedback: QgsProcessingFeedback) -> dict:
         try:
@@ -96,6 +105,8 @@ def raster_path_for_backend(layer, feedback: QgsProcessingFeedback) -> str:
 
 class ClassifyAlgorithm(BackendAlgorithm):
     job_type = "classify"
+    main = frozenset({"runtime", "device", "min_area", "overwrite"})
+    custom = frozenset({"raster"})
 
     def name(self) -> str:
         return "classify"
@@ -107,17 +118,7 @@ class ClassifyAlgorithm(BackendAlgorithm):
         return ("Runs a GFM model package over a raster and writes classes.tif, "
                 "confidence.tif and polygons.gpkg (styled) to the output folder.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", "Model package folder", behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterEnum("RUNTIME", "Runtime", RUNTIMES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "MIN_AREA", "Minimum polygon area (m2)", QgsProcessingParameterNumber.Double, 0.0,
-            minValue=0.0))
-        self.add_overwrite()
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
+    def add_outputs(self) -> None:
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", "Classes"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Polygons",
@@ -125,27 +126,23 @@ class ClassifyAlgorithm(BackendAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        out = self.parameterAsString(parameters, "OUTPUT", context)
-        params = {
-            "raster": raster_path_for_backend(layer, feedback),
-            "model": self.parameterAsFile(parameters, "MODEL", context),
-            "out": out,
-            "runtime": RUNTIMES[self.parameterAsEnum(parameters, "RUNTIME", context)],
-            "device": DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-            "min_area": self.parameterAsDouble(parameters, "MIN_AREA", context),
-            "overwrite": self.parameterAsBool(parameters, "OVERWRITE", context),
-        }
-        self.run_job(params, feedback)
-        return {
-            "OUTPUT": out,
-            "CLASSES": os.path.join(out, "classes.tif"),
-            "CONFIDENCE": os.path.join(out, "confidence.tif"),
-            "POLYGONS": os.path.join(out, "polygons.gpkg") + "|layername=polygons",
-        }
+        params = {"raster": raster_path_for_backend(layer, feedback)}
+        params |= self.declared_values(parameters, context)
+        outputs = self.run_job(params, feedback)
+        files = outputs.get("files") or {}
+        out = params["out"]
+        result = {"OUTPUT": out, "CLASSES": files.get("classes.tif", os.path.join(out, "classes.tif")),
+                  "CONFIDENCE": files.get("confidence.tif", os.path.join(out, "confidence.tif"))}
+        if "polygons.gpkg" in files:
+            result["POLYGONS"] = files["polygons.gpkg"] + "|layername=polygons"
+        return result
 
 
 class FinetuneAlgorithm(BackendAlgorithm):
     job_type = "finetune"
+    main = frozenset({"class_field", "encoder", "config", "unlabeled", "epochs", "encoder_epochs",
+                      "device", "overwrite"})
+    custom = frozenset({"rasters", "labels", "class_field"})
 
     def name(self) -> str:
         return "finetune"
@@ -157,26 +154,7 @@ class FinetuneAlgorithm(BackendAlgorithm):
         return ("Trains a GFM model package on training polygons (any CRS) over one or more "
                 "rasters; writes the model folder with report.json (per-class IoU).")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            "RASTERS", "Rasters", QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterVectorLayer(
-            "LABELS", "Training polygons", [QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(QgsProcessingParameterField(
-            "CLASS_FIELD", "Class field", parentLayerParameterName="LABELS", optional=True))
-        self.addParameter(QgsProcessingParameterFile(
-            "ENCODER", "Encoder checkpoint (gfm.pth, Swin, ...)", optional=True))
-        self.addParameter(QgsProcessingParameterEnum("CONFIG", "Encoder shape without checkpoint",
-                                                     CONFIGS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum("UNLABELED", "Pixels outside polygons",
-                                                     UNLABELED, defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Head epochs",
-                                                       defaultValue=30, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber("ENCODER_EPOCHS", "Encoder epochs",
-                                                       defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
-        self.add_overwrite()
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Model folder"))
+    def add_outputs(self) -> None:
         self.addOutput(QgsProcessingOutputFolder("MODEL", "Model package"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -189,28 +167,17 @@ class FinetuneAlgorithm(BackendAlgorithm):
                 f"{labels_layer.name()} is not saved to a file: save it (e.g. as GeoPackage) first")
         if labels_layer.isEditable() and labels_layer.isModified():
             raise QgsProcessingException(f"{labels_layer.name()} has unsaved edits: save them first")
-        out = self.parameterAsString(parameters, "OUTPUT", context)
-        params = {
-            "rasters": rasters, "labels": labels, "out": out,
-            "overwrite": self.parameterAsBool(parameters, "OVERWRITE", context),
-            "config": CONFIGS[self.parameterAsEnum(parameters, "CONFIG", context)],
-            "unlabeled": UNLABELED[self.parameterAsEnum(parameters, "UNLABELED", context)],
-            "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
-            "encoder_epochs": self.parameterAsInt(parameters, "ENCODER_EPOCHS", context),
-            "device": DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-        }
+        params = {"rasters": rasters, "labels": labels} | self.declared_values(parameters, context)
         field = self.parameterAsString(parameters, "CLASS_FIELD", context)
         if field:
             params["class_field"] = field
-        encoder = self.parameterAsFile(parameters, "ENCODER", context)
-        if encoder:
-            params["encoder"] = encoder
         self.run_job(params, feedback)
-        return {"OUTPUT": out, "MODEL": out}
+        return {"OUTPUT": params["out"], "MODEL": params["out"]}
 
 
 class GeopileAlgorithm(BackendAlgorithm):
     job_type = "geopile"
+    main = frozenset({"chip"})
 
     def name(self) -> str:
         return "geopile"
@@ -221,25 +188,18 @@ class GeopileAlgorithm(BackendAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return "Turns a folder of imagery into a GeoPile-format dataset for continual pretraining."
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(
-            "SRC_FOLDER", "Imagery folder", behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterNumber("CHIP", "Chip size (px)", defaultValue=192,
-                                                       minValue=32))
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "GeoPile folder"))
+    def add_outputs(self) -> None:
         self.addOutput(QgsProcessingOutputFolder("PILE", "GeoPile"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        out = self.parameterAsString(parameters, "OUTPUT", context)
-        self.run_job({
-            "src_folder": self.parameterAsFile(parameters, "SRC_FOLDER", context), "out": out,
-            "chip": self.parameterAsInt(parameters, "CHIP", context),
-        }, feedback)
-        return {"OUTPUT": out, "PILE": out}
+        params = self.declared_values(parameters, context)
+        self.run_job(params, feedback)
+        return {"OUTPUT": params["out"], "PILE": params["out"]}
 
 
 class PretrainAlgorithm(BackendAlgorithm):
     job_type = "pretrain"
+    main = frozenset({"teacher", "config", "epochs", "batch", "resume", "overwrite"})
 
     def name(self) -> str:
         return "pretrain"
@@ -249,36 +209,16 @@ class PretrainAlgorithm(BackendAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return ("GFM continual pretraining of a Swin student on a GeoPile, distilled from a "
-                "frozen ImageNet-22k teacher with masked image modelling.")
+                "frozen ImageNet-22k teacher with masked image modelling. Without a teacher "
+                "checkpoint it trains with masked image modelling alone.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(
-            "PILE_DIR", "GeoPile folder", behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterFile("TEACHER", "Teacher checkpoint",
-                                                     optional=True))
-        self.addParameter(QgsProcessingParameterEnum("CONFIG", "Model", CONFIGS, defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", defaultValue=100,
-                                                       minValue=1))
-        self.addParameter(QgsProcessingParameterNumber("BATCH", "Images per step", defaultValue=128,
-                                                       minValue=1))
-        self.addParameter(QgsProcessingParameterBoolean("RESUME", "Resume", defaultValue=False))
-        self.add_overwrite()
-        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Run folder"))
+    def add_outputs(self) -> None:
         self.addOutput(QgsProcessingOutputFolder("RUN", "Run folder"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        out = self.parameterAsString(parameters, "OUTPUT", context)
-        teacher = self.parameterAsFile(parameters, "TEACHER", context)
-        self.run_job({
-            "pile_dir": self.parameterAsFile(parameters, "PILE_DIR", context), "out": out,
-            "teacher": teacher or "none",
-            "config": CONFIGS[self.parameterAsEnum(parameters, "CONFIG", context)],
-            "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
-            "batch": self.parameterAsInt(parameters, "BATCH", context),
-            "resume": self.parameterAsBool(parameters, "RESUME", context),
-            "overwrite": self.parameterAsBool(parameters, "OVERWRITE", context),
-        }, feedback)
-        return {"OUTPUT": out, "RUN": out}
+        params = {"teacher": "none"} | self.declared_values(parameters, context)
+        self.run_job(params, feedback)
+        return {"OUTPUT": params["out"], "RUN": params["out"]}
 
 
 class ExportAlgorithm(BackendAlgorithm):
@@ -293,15 +233,13 @@ class ExportAlgorithm(BackendAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return "Writes model.onnx (with the model's metadata) for a model package."
 
-    def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL_DIR", "Model package folder", behavior=QgsProcessingParameterFile.Folder))
+    def add_outputs(self) -> None:
         self.addOutput(QgsProcessingOutputFolder("MODEL", "Model package"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        model_dir = self.parameterAsFile(parameters, "MODEL_DIR", context)
-        self.run_job({"model_dir": model_dir}, feedback)
-        return {"MODEL": model_dir}
+        params = self.declared_values(parameters, context)
+        self.run_job(params, feedback)
+        return {"MODEL": params["model_dir"]}
 
 
 ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, GeopileAlgorithm, PretrainAlgorithm,

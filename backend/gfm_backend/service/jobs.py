@@ -133,6 +133,17 @@ def job_types() -> list[JobType]:
     return list(_REGISTRY.values())
 
 
+BUILT_IN = ("classify", "finetune", "export", "geopile", "pretrain")
+
+
+def plugin_declarations() -> dict[str, Any]:
+    """The built-in job types' params as the QGIS plugin reads them (it cannot import the
+    backend): written to `gfm_plugin/processing/job_params.json` by `make job-params`, and
+    a test keeps that file in step with the models."""
+    return {"version": __version__,
+            "types": {name: get_job_type(name).describe()["params"] for name in BUILT_IN}}
+
+
 def load_plugins() -> list[str]:
     """Import the modules named in $GFM_SERVICE_PLUGINS (they call `register`)."""
     names = [n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]

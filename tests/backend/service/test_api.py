@@ -239,3 +239,10 @@ def test_post_jobs_body_is_a_union_of_the_job_types_params(server: Server):
                 assert described[field]["default"] == spec["default"], (name, field)
     assert types["classify"]["properties"]["batch_size"]["minimum"] == 1
     assert "lr" not in types["finetune"]["properties"]  # internal knobs are not offered
+
+
+def test_the_plugins_copy_of_the_declarations_is_in_step():
+    """gfm_plugin/processing/job_params.json is what the models declare (`make job-params`)."""
+    from scripts.write_job_params import TARGET, render
+
+    assert TARGET.read_text(encoding="utf-8") == render(), "run `make job-params`"
