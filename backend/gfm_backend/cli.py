@@ -109,7 +109,9 @@ def _run_bench(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                           device=a.device or "cpu", repeat=a.repeat, progress=progress)
 
 
-COMMANDS = {
+AddFn = Callable[[Any], None]
+RunFn = Callable[[argparse.Namespace, Progress], dict[str, Any]]
+COMMANDS: dict[str, tuple[AddFn, RunFn]] = {
     "classify": _job("classify", "classify a raster with a model package"),
     "finetune": _job("finetune", "train a model package on polygons drawn over rasters"),
     "export": _job("export", "write the ONNX file of a model package"),

@@ -174,9 +174,10 @@ def default_classes(names: list[str], background: bool = False) -> list[ClassInf
         if background and i == 0:
             color = BACKGROUND_COLOR
         else:
-            color = _conventional_color(str(name))
-            if color is None or color in {c.color for c in out}:
-                color = next(c for c in spare if c not in {o.color for o in out})
+            found = _conventional_color(str(name))
+            if found is None or found in {c.color for c in out}:
+                found = next(c for c in spare if c not in {o.color for o in out})
+            color = found
         out.append(ClassInfo(id=i, name=str(name), color=color))
     return out
 

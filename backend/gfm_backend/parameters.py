@@ -244,7 +244,7 @@ def param_error(exc: ValidationError, cls: type[JobParams]) -> ParamError:
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ())]
     field = loc[0] if loc else "params"
-    return ParamError(field, _message(err, cls, field))
+    return ParamError(field, _message(dict(err), cls, field))
 
 
 def finite(value: float) -> bool:
@@ -308,11 +308,14 @@ def public_model(cls: type[JobParams]) -> type[BaseModel]:
 
 def job_request_schema(kinds: list[tuple[str, type[JobParams]]]) -> dict[str, Any]:
     """`POST /jobs`'s body: one variant per job type, told apart by `type`."""
-    variants = [create_model(f"{_camel(name)}Job", __config__=ConfigDict(extra="forbid"),
-                             type=(Literal[name], ...), params=(public_model(cls), ...))
-                for name, cls in kinds]
+    variants = []
+    for name, cls in kinds:
+        tag: Any = Literal[name]
+        variants.append(create_model(f"{_camel(name)}Job", __config__=ConfigDict(extra="forbid"),
+                                     type=(tag, ...), params=(public_model(cls), ...)))
     union: Any = variants[0] if len(variants) == 1 else Union[tuple(variants)]  # noqa: UP007
-    adapter = TypeAdapter(Annotated[union, Field(discriminator="type")])
+    body: Any = Annotated[union, Field(discriminator="type")]
+    adapter: TypeAdapter[Any] = TypeAdapter(body)
     return adapter.json_schema(ref_template="#/components/schemas/{model}")
 
 

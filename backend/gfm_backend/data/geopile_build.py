@@ -93,7 +93,7 @@ class PileWriter:
         self.lines: list[str] = []
         self.new_hashes: list[bytes] = []
         self.done: list[dict[str, Any]] = []
-        self.tallies = {"per_dataset": Counter(), "per_gsd": Counter()}
+        self.tallies: dict[str, Counter[str]] = {"per_dataset": Counter(), "per_gsd": Counter()}
 
     def _discard_uncommitted(self) -> None:
         """Cut the append-only files back to their committed length; drop unlisted shard files."""
@@ -185,7 +185,8 @@ def _locked(root: Path) -> Iterator[None]:
 
 def walk(src: Path, exclude: Path) -> tuple[list[Path], list[Path]]:
     """Image files and unsupported files under src, sorted (hidden entries and the pile skipped)."""
-    images, unsupported = [], []
+    images: list[Path] = []
+    unsupported: list[Path] = []
     for root, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(root, d) != exclude)
         for name in sorted(files):

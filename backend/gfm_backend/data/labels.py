@@ -89,8 +89,8 @@ def class_names(values: list[object]) -> list[str]:
     """Distinct class values in a stable order: numeric order for numbers, else alphabetical."""
     distinct = set(values)
     if all(isinstance(v, (int, float, np.integer, np.floating)) for v in distinct):
-        ordered = sorted(distinct, key=float)
-        return [str(int(v)) if float(v).is_integer() else str(v) for v in ordered]
+        ordered = sorted(float(v) for v in distinct)  # type: ignore[arg-type]  # numbers only here
+        return [str(int(v)) if v.is_integer() else str(v) for v in ordered]
     return sorted(str(v) for v in distinct)
 
 

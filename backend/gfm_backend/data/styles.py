@@ -126,8 +126,9 @@ def _raster_renderer(pipe: ET.Element, kind: str, **extra: str) -> ET.Element:
     ET.SubElement(provider, "resampling", enabled="false", maxOversampling="2",
                   zoomedInResamplingMethod="nearestNeighbour",
                   zoomedOutResamplingMethod="nearestNeighbour")
-    renderer = ET.SubElement(pipe, "rasterrenderer", type=kind, opacity="1", alphaBand="-1",
-                             band="1", nodataColor="", **extra)
+    attributes = {"type": kind, "opacity": "1", "alphaBand": "-1", "band": "1",
+                  "nodataColor": ""} | extra
+    renderer = ET.SubElement(pipe, "rasterrenderer", attributes)
     ET.SubElement(renderer, "rasterTransparency")
     mmo = ET.SubElement(renderer, "minMaxOrigin")
     for tag, text in (("limits", "None"), ("extent", "WholeRaster"),

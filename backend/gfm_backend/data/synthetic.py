@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyogrio.raw
@@ -102,7 +103,8 @@ def draw_training_polygons(
     rng = np.random.default_rng(seed)
     h, w = scene.truth.shape
     max_col = max_col or w
-    geoms, names = [], []
+    geoms: list[Any] = []
+    names: list[str] = []
     for cid, name in enumerate(SCENE_CLASSES):
         found = 0
         for _ in range(4000):

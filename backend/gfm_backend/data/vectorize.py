@@ -414,6 +414,7 @@ class _AreaModel:
         lat = np.clip((self.transform.f + self.transform.e * rows) * self.angle, -np.pi / 2,
                       np.pi / 2)
         s = np.sin(lat)
+        assert self.geod is not None  # only geographic rasters reach here
         es = self.geod.es
         if es == 0:
             return 2 * s
@@ -431,6 +432,7 @@ class _AreaModel:
         same = ~start[1:]
         edge = -(xy[1:, 0] - xy[:-1, 0]) * 0.5 * (w[1:] + w[:-1])
         ring_sum = np.bincount(ring[:-1][same], weights=edge[same], minlength=len(rings))
+        assert self.geod is not None
         scale = abs(self.transform.a) * self.angle * self.geod.a**2 / 2
         ring_area = np.abs(ring_sum) * scale
         return np.bincount(owner, weights=np.where(exterior, ring_area, -ring_area),

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -110,7 +110,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         # mmap: only the encoder's tensors of a multi-GB training checkpoint get read
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        with torch.serialization.safe_globals(cast(Any, _SAFE_GLOBALS)):
             obj = torch.load(
                 path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
             )
@@ -261,7 +261,7 @@ def infer_config(
         depths.append(len(blocks[stage]))
         table = sub.get(f"layers.{stage}.blocks.0.attn.relative_position_bias_table")
         side = math.isqrt(table.shape[0]) if table is not None and table.ndim == 2 else 0
-        if side * side != (table.shape[0] if side else -1) or side % 2 == 0:
+        if table is None or side * side != (table.shape[0] if side else -1) or side % 2 == 0:
             raise InputError(source, f"stage {stage} has no usable relative position bias table")
         heads.append(int(table.shape[1]))
         windows.append((side + 1) // 2)

@@ -25,7 +25,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -94,15 +94,18 @@ def merged_stage3(encoder: SwinEncoder, tokens: torch.Tensor) -> torch.Tensor:
     In timm layout the merging opens the last stage; in the official (Microsoft) layout
     it closes stage 3, which is why the official `layers[:-1]` includes it.
     """
-    for stage in encoder.layers[:-1]:
+    stages = list(encoder.layers)
+    for stage in stages[:-1]:
         tokens = stage(tokens)
-    return encoder.layers[-1].downsample(tokens)
+    merge: nn.Module = stages[-1].downsample  # type: ignore[assignment]
+    return merge(tokens)
 
 
 def _run_blocks(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    blocks: nn.Module = stage.blocks  # type: ignore[assignment]
     if getattr(stage, "grad_checkpointing", False) and torch.is_grad_enabled():
-        return checkpoint_seq(stage.blocks, x)
-    return stage.blocks(x)
+        return checkpoint_seq(blocks, x)
+    return blocks(x)
 
 
 def masked_l1(
@@ -123,6 +126,11 @@ class GfmPretrainer(nn.Module):
     `teacher=None` is the paper's no-teacher ablation (MIM only): there is then no
     projector, so every parameter gets a gradient (DDP needs no `find_unused_parameters`).
     """
+
+    encoder: MaskedSwinEncoder
+    teacher: SwinEncoder | None
+    decoder: nn.Sequential
+    projector: nn.Linear | None
 
     def __init__(
         self, encoder: MaskedSwinEncoder, teacher: SwinEncoder | None = None, *, alpha: float = ALPHA
@@ -183,7 +191,7 @@ class GfmPretrainer(nn.Module):
         features, student_vec = self.encoder.forward_masked(images, mask)
         reconstruction = self.decoder(features)
         loss_mim = masked_l1(reconstruction, images, mask, patch)
-        if self.teacher is not None:
+        if self.teacher is not None and self.projector is not None:
             projected = self.projector(student_vec)
             target = self.teacher_vector(images)
             cos = F.cosine_similarity(projected.float(), target.float(), dim=1)
@@ -314,8 +322,10 @@ def load_pretrainer(
     teacher_model = None
     if use_teacher:
         weights = encoder_state_dict(sd, "teacher.", source=source)
+        assert teacher_cfg is not None
         teacher_model = _encoder_from(weights, teacher_cfg, source)
-    model = GfmPretrainer(encoder, teacher_model, alpha=file_alpha if alpha is None else alpha)
+    model = GfmPretrainer(cast(MaskedSwinEncoder, encoder), teacher_model,
+                          alpha=file_alpha if alpha is None else alpha)
     heads = {k: v for k, v in sd.items() if k.startswith(("decoder.", "projector."))}
     if model.projector is None:
         heads = {k: v for k, v in heads.items() if not k.startswith("projector.")}

@@ -81,6 +81,7 @@ class JobType:
             if kind in INPUT_KINDS and p.get(name) is not None:
                 values = p[name] if isinstance(p[name], list) else [p[name]]
                 inputs |= {f"{name} {v}" if len(values) > 1 else name: v for v in values}
+        assert self.output is not None
         try:
             check_output_dir(p["out"], self.output, bool(p.get("overwrite")), inputs,
                              continuing=bool(p.get("resume")))

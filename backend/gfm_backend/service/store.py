@@ -6,6 +6,7 @@ reads never wait for a writer); `gfm jobs` may open it read-only while no server
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -242,7 +243,7 @@ class JobStore:
         self._update(job_id, state=QUEUED, params=storable(params), message=message,
                      cancel_requested=0, finished_at=None, worker_pid=None, outputs=None)
 
-    def interrupt_running(self) -> list[JobRecord]:
+    def interrupt_running(self) -> builtins.list[JobRecord]:
         """At startup: jobs a previous server left `running` died with it."""
         records = self.list(state=RUNNING, limit=1_000_000)
         for r in records:

@@ -147,12 +147,12 @@ def _output_to(log_path: str) -> Iterator[None]:
 
 
 def _progress(link: _Link, job_id: str) -> Progress:
-    last = {"t": 0.0, "message": None}
+    last_t, last_message = [0.0], [""]
 
     def report(fraction: float, message: str) -> None:
         now = time.monotonic()
-        if now - last["t"] >= PROGRESS_INTERVAL_S or message != last["message"] or fraction >= 1:
-            last["t"], last["message"] = now, message
+        if now - last_t[0] >= PROGRESS_INTERVAL_S or message != last_message[0] or fraction >= 1:
+            last_t[0], last_message[0] = now, message
             link.send(Progressed(job_id, fraction, message))
 
     def is_cancelled() -> bool:

@@ -51,7 +51,7 @@ def demo(out: Path, device: str = "auto", size: int = 768, epochs: int = 12,
         progress.span(0.02, 0.8),
     )
     cl = classify(ClassifyParams(raster=raster, model=out / "model", out=out / "classified",
-                                 device=device, min_area_m2=4.0, overwrite=True),
+                                 device=device, min_area=4.0, overwrite=True),
                   progress.span(0.8, 0.97))
 
     with rasterio.open(out / "classified" / "classes.tif") as ds:
@@ -135,7 +135,7 @@ def _preview(image: np.ndarray, pred: np.ndarray, truth: np.ndarray, geoms: list
     axes[2].set_title("truth")
     for ax in axes:
         ax.set_axis_off()
-    fig.legend(handles=[Patch(color=np.array(c.rgb) / 255, label=c.name) for c in classes],
+    fig.legend(handles=[Patch(color=c.color, label=c.name) for c in classes],  # "#rrggbb"
                loc="lower center", ncol=len(classes))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path)

@@ -343,9 +343,9 @@ class _Trainer:
             idx = order[b : b + bs]
             if len(idx) < 2 and self.spec.task == "segmentation" and len(order) > 1:
                 continue  # BatchNorm needs more than one sample
-            xb, yb = _augment(x[idx], y[idx], self.spec.task)
-            xb = torch.from_numpy(xb).to(self.device)
-            yb = torch.from_numpy(yb).to(self.device).long()
+            x_np, y_np = _augment(x[idx], y[idx], self.spec.task)
+            xb = torch.from_numpy(x_np).to(self.device)
+            yb = torch.from_numpy(y_np).to(self.device).long()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits = self.net.logits(xb)
             loss = F.cross_entropy(logits.float(), yb, ignore_index=IGNORE)

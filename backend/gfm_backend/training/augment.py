@@ -25,7 +25,6 @@ def crop_boxes(batch: int, height: int, width: int, generator: torch.Generator,
     """(B, 4) x0, y0, x1, y1 boxes drawn as torchvision's RandomResizedCrop draws them
     (up to 10 tries per image, then the whole image)."""
     area = height * width
-    kw = {"generator": generator, "device": device}
     scale = torch.empty(batch, TRIES, device=device).uniform_(*SCALE, generator=generator)
     log_ratio = torch.empty(batch, TRIES, device=device).uniform_(
         math.log(RATIO[0]), math.log(RATIO[1]), generator=generator)
@@ -38,8 +37,8 @@ def crop_boxes(batch: int, height: int, width: int, generator: torch.Generator,
     rows = torch.arange(batch, device=device)
     w = torch.where(ok.any(dim=1), w[rows, first], torch.full((batch,), float(width), device=device))
     h = torch.where(ok.any(dim=1), h[rows, first], torch.full((batch,), float(height), device=device))
-    x0 = torch.floor(torch.rand(batch, **kw) * (width - w + 1))
-    y0 = torch.floor(torch.rand(batch, **kw) * (height - h + 1))
+    x0 = torch.floor(torch.rand(batch, generator=generator, device=device) * (width - w + 1))
+    y0 = torch.floor(torch.rand(batch, generator=generator, device=device) * (height - h + 1))
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 

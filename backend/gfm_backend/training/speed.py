@@ -34,7 +34,7 @@ def set_attention(model: nn.Module, kind: str) -> int:
         raise ValueError(f"attention must be 'eager' or 'sdpa', not {kind!r}")
     modules = [m for m in model.modules() if isinstance(m, WindowAttention)]
     for m in modules:
-        m.fused_attn = kind == "sdpa"
+        m.fused_attn = kind == "sdpa"  # type: ignore[misc]  # timm marks it Final
     return len(modules)
 
 
