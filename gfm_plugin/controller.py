@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -174,7 +173,7 @@ class GfmController:
         params = {"raster": path, "model": model["path"], "out": out}
 
         def loaded(info: dict) -> None:
-            layers.add_classify_results(out, name)
+            layers.add_classify_results((info.get("outputs") or {}).get("files") or out, name)
             self.info(f"classified {name}: results added to the group {name!r}")
 
         return self.run_job(f"Classify {name}", "classify", params, loaded)
@@ -258,13 +257,8 @@ class GfmController:
 
         def registered(info: dict) -> None:
             self.refresh_models()
-            report_path = Path(out) / "report.json"
-            iou = ""
-            if report_path.exists():
-                report = json.loads(report_path.read_text(encoding="utf-8"))
-                per_class = report.get("validation", {}).get("per_class", {})
-                iou = ", ".join(f"{k} {v['iou']:.2f}" for k, v in per_class.items()
-                                if v.get("iou") is not None)
+            per_class = ((info.get("outputs") or {}).get("validation") or {}).get("iou") or {}
+            iou = ", ".join(f"{k} {v:.2f}" for k, v in per_class.items() if v is not None)
             self.info(f"model {name} trained; IoU per class: {iou or 'n/a'}")
 
         return self.run_job(f"Fine-tune {name}", "finetune", params, registered)

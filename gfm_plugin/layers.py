@@ -116,32 +116,34 @@ def label_classes(layer: QgsVectorLayer) -> list[str]:
     return [list(entry.values())[0] for entry in setup.config().get("map", [])]
 
 
-def add_classify_results(out_dir: str, group_name: str,
+def add_classify_results(files: dict[str, str] | str, group_name: str,
                          project: QgsProject | None = None) -> QgsLayerTreeGroup:
-    """Load classes, confidence and polygons from a classify output folder, styled,
-    under one layer-tree group named after the input layer."""
+    """Load classes, confidence and polygons of a classify job, styled, under one
+    layer-tree group named after the input layer. `files` is the job's `outputs.files`
+    (name -> path, as the backend wrote them), or an output folder."""
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
     group = root.insertGroup(0, group_name)
-    out = Path(out_dir)
+    if isinstance(files, str):
+        files = {p.name: str(p) for p in Path(files).iterdir()}
     specs = [
         ("polygons.gpkg", "polygons", "vector"),
         ("classes.tif", "classes", "raster"),
         ("confidence.tif", "confidence", "raster"),
     ]
     for filename, title, kind in specs:
-        path = out / filename
-        if not path.exists():
+        if filename not in files or not Path(files[filename]).exists():
             continue
+        path = Path(files[filename])
         if kind == "raster":
             layer = QgsRasterLayer(str(path), f"{group_name} {title}")
         else:
             layer = QgsVectorLayer(f"{path}|layername=polygons", f"{group_name} {title}", "ogr")
         if not layer.isValid():
             continue
-        qml = path.with_suffix(".qml")
-        if qml.exists():
-            layer.loadNamedStyle(str(qml))
+        qml = files.get(Path(filename).with_suffix(".qml").name)
+        if qml and Path(qml).exists():
+            layer.loadNamedStyle(qml)
         project.addMapLayer(layer, False)
         node = group.addLayer(layer)
         if title == "confidence":

@@ -218,7 +218,8 @@ def run_finetune(params: FinetuneParams, progress: Progress) -> dict[str, Any]:
     report = finetune(params, progress)
     return {"out": str(params.out), "files": _files(params.out), "classes": report["classes"],
             "split": report["split"],
-            "validation": {k: report["validation"][k] for k in ("overall_accuracy", "mean_iou")},
+            "validation": {k: report["validation"][k] for k in ("overall_accuracy", "mean_iou")}
+            | {"iou": {name: c.get("iou") for name, c in report["validation"]["per_class"].items()}},
             "time_s": report["time_s"]}
 
 
