@@ -83,7 +83,7 @@ StrictFloat = Annotated[float, Strict()]
 StrictBool = Annotated[bool, Strict()]
 StrictStr = Annotated[str, Strict()]
 Device = Annotated[str, Strict(), StringConstraints(pattern=DEVICE_PATTERN)]
-Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]  # numpy and torch seeds
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)]  # what every seed (and QGIS) takes
 Config = Literal["base", "tiny"]
 Bands = Annotated[list[Annotated[int, Strict(), Field(ge=1, le=100_000)]], Field(min_length=1)]
 MAX_BATCH, MAX_EPOCHS = 4096, 100_000
@@ -278,6 +278,8 @@ def describe_field(name: str, info: FieldInfo) -> dict[str, Any]:
         out["path_text"] = True
     if info.description:
         out["help"] = info.description
+    if info.title:
+        out["title"] = info.title
     return out
 
 
@@ -291,11 +293,17 @@ def _choices(info: FieldInfo) -> list[Any]:
 
 
 def _plain_kind(info: FieldInfo) -> str:
-    ann = str(info.annotation)
-    for word, kind in (("bool", "bool"), ("list[int]", "ints"), ("int", "int"), ("float", "float")):
-        if word in ann:
-            return kind
-    return "str"
+    from typing import get_args, get_origin
+
+    ann: Any = info.annotation
+    args = [a for a in get_args(ann) if a is not type(None)]
+    if get_origin(ann) not in (None, list) and args:  # X | None
+        ann = args[0]
+    while get_origin(ann) is Annotated:
+        ann = get_args(ann)[0]
+    if get_origin(ann) is list:
+        return "ints"
+    return {bool: "bool", int: "int", float: "float"}.get(ann, "str")
 
 
 @functools.cache

@@ -50,6 +50,8 @@ def processing_name(param: str) -> str:
 
 
 def label(spec: dict[str, Any]) -> str:
+    if spec.get("title"):
+        return spec["title"]
     words = spec["name"].replace("_", " ")
     return words[:1].upper() + words[1:]
 

@@ -13,7 +13,7 @@ from rasterio.transform import Affine
 from ..atomic import atomic_path
 from ..package import ClassInfo
 from .areas import polygon_areas_m2
-from .vectorize import GPKG_OPTIONS
+from .gpkg_writer import GPKG_OPTIONS
 
 
 def write_tile_grid(

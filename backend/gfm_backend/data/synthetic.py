@@ -16,7 +16,7 @@ import rasterio
 import shapely
 from rasterio.transform import from_origin
 
-from .vectorize import GPKG_OPTIONS
+from .gpkg_writer import GPKG_OPTIONS
 
 SCENE_CLASSES = ("water", "forest", "field", "built-up")
 SCENE_CRS = "EPSG:32633"

@@ -41,12 +41,13 @@ class ClassifyParams(JobParams):
         description="raster to classify")
     model: Annotated[Path, Kind("model")] = Field(
         description="model package folder, or a name GET /models lists")
-    out: Annotated[Path, Kind("out_dir")] = Field(description="output folder")
+    out: Annotated[Path, Kind("out_dir")] = Field(description="output folder", title="Output folder")
     runtime: Literal["torch", "onnx"] = "torch"
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     batch_size: StrictInt = Field(8, ge=1, le=MAX_BATCH)
     min_area: Annotated[StrictFloat, Cli(aliases=("min_area_m2",))] = Field(
-        0.0, ge=0, le=1e12, description="merge regions smaller than this (m2) into their neighbours")
+        0.0, ge=0, le=1e12, title="Minimum polygon area (m²)",
+        description="merge regions smaller than this (m2) into their neighbours")
     simplify: StrictFloat = Field(0.0, ge=0, le=1e7,
                             description="polygon simplification tolerance in CRS units (0: none)")
     no_polygons: Annotated[StrictBool, Cli(negation="polygons")] = Field(
@@ -65,7 +66,8 @@ class FinetuneParams(JobParams):
     class_field: StrictStr | None = Field(
         None, description="field holding each polygon's class (default: every polygon is one "
         "class named after the layer, e.g. building footprints)")
-    out: Annotated[Path, Kind("out_dir")] = Field(description="model package folder to write")
+    out: Annotated[Path, Kind("out_dir")] = Field(description="model package folder to write",
+                                                  title="Model folder")
     encoder: Annotated[Path | None, Kind("path")] = Field(
         None, description="encoder weights: gfm.pth, Swin checkpoint, model package")
     config: Config = Field("base", description="encoder shape when no encoder is given (random init)")
@@ -90,7 +92,8 @@ class FinetuneParams(JobParams):
     head_channels: StrictInt | None = Field(None, ge=8, le=1024,
                                             description="UPerNet width (default 256 for base)")
     seed: Seed = 0
-    no_onnx: Annotated[StrictBool, Cli(negation="onnx")] = Field(False, description="write no model.onnx")
+    no_onnx: Annotated[StrictBool, Cli(negation="onnx")] = Field(False, title="No ONNX file",
+                                                                 description="write no model.onnx")
     name: Annotated[StrictStr | None, Cli(internal=True)] = None
     overwrite: StrictBool = Field(False, description=OVERWRITE_HELP)
 
@@ -100,7 +103,8 @@ class GeopileParams(JobParams):
 
     job: ClassVar[str] = "geopile"
     src_folder: Annotated[Path, Kind("dir"), Cli(positional=True)] = Field(description="folder of imagery")
-    out: Annotated[Path, Kind("out_dir")] = Field(description="GeoPile folder to create or grow")
+    out: Annotated[Path, Kind("out_dir")] = Field(description="GeoPile folder to create or grow",
+                                                  title="GeoPile folder")
     chip: StrictInt = Field(192, ge=32, le=2048, description="chip size in px (larger than 192 "
                             "leaves room for random resized crops; the paper uses 192)")
     bands: Bands | None = Field(None, description="1-based bands to use where a file has them: "
@@ -132,12 +136,14 @@ class PretrainParams(JobParams):
     """`gfm pretrain` / a pretrain job."""
 
     job: ClassVar[str] = "pretrain"
-    pile_dir: Annotated[Path, Kind("dir"), Cli(positional=True)] = Field(description="GeoPile folder")
-    out: Annotated[Path, Kind("out_dir")] = Field(description="run folder")
+    pile_dir: Annotated[Path, Kind("dir"), Cli(positional=True)] = Field(description="GeoPile folder",
+                                                                         title="GeoPile folder")
+    out: Annotated[Path, Kind("out_dir")] = Field(description="run folder", title="Run folder")
     teacher: Annotated[StrictStr | None, Cli(path_text=True)] = Field(  # a path, or "none"
         None, description="ImageNet-22k Swin checkpoint (the paper's teacher), or 'none' (MIM only)")
     config: Config = "base"
-    batch: StrictInt = Field(128, ge=1, le=1_000_000, description="images per step per process")
+    batch: StrictInt = Field(128, ge=1, le=1_000_000, description="images per step per process",
+                             title="Images per step")
     epochs: StrictFloat = Field(100, ge=0, le=100_000)
     max_steps: StrictInt | None = Field(None, ge=1, le=10**9,
                                         description="stop after this many steps (instead of epochs)")

@@ -14,7 +14,7 @@ from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.transform import Affine
 
-from gfm_backend.data import vectorize
+from gfm_backend.data import gpkg_writer, pixel_geometry
 from gfm_backend.data.vectorize import vectorize_classes
 from gfm_backend.errors import Cancelled, InputError
 from gfm_backend.package import default_classes
@@ -148,8 +148,8 @@ def test_large_regions_written_ring_by_ring_match_the_whole_polygon(tmp_path: Pa
     transform = origin(10.0, 50.0, 1e-5) if crs != UTM else None
     src = write_tif(tmp_path / "c.tif", arr, crs=crs, transform=transform)
     vectorize_classes(src, tmp_path / "whole.gpkg", CLASSES, block_size=64)
-    monkeypatch.setattr(vectorize, "LARGE_REGION_VERTICES", 1)  # every region with holes
-    monkeypatch.setattr(vectorize, "RING_CHUNK_VERTICES", 50)  # many chunks per region
+    monkeypatch.setattr(gpkg_writer, "LARGE_REGION_VERTICES", 1)  # every region with holes
+    monkeypatch.setattr(pixel_geometry, "RING_CHUNK_VERTICES", 50)  # many chunks per region
 
     vectorize_classes(src, tmp_path / "rings.gpkg", CLASSES, block_size=64)
 
