@@ -39,6 +39,10 @@ OWNER = "owner.json"
 _OURS_ALWAYS = frozenset({MANIFEST, WRITING})
 
 
+class FolderBusy(InputError):
+    """Another job is writing the folder now (the service answers 409, not 400)."""
+
+
 @dataclass(frozen=True)
 class OutputKind:
     """A kind of output folder: `marker` is the file that says a finished one is there;
@@ -165,7 +169,7 @@ def check_output_dir(out: Path | str, kind: OutputKind, overwrite: bool = False,
     path = usable_out_path(out)
     check_inputs_outside(path, inputs or {})
     if _writer_alive(path):
-        raise InputError(path, "another job is writing this folder right now; wait for it to "
+        raise FolderBusy(path, "another job is writing this folder right now; wait for it to "
                          "end or choose another output folder")
     contents = inspect(path)
     if contents.empty:
@@ -221,7 +225,7 @@ def acquire(folder: Path) -> Path:
             lock.mkdir()
         except FileExistsError:
             if _writer_alive(folder):
-                raise InputError(folder, "another job is writing this folder right now; wait "
+                raise FolderBusy(folder, "another job is writing this folder right now; wait "
                                  "for it to end or choose another output folder") from None
             shutil.rmtree(lock, ignore_errors=True)  # left by a job that died: only ours inside
             continue

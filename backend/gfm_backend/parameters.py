@@ -50,10 +50,18 @@ class ParamError(GfmError):
         self.field, self.problem = field, message
         super().__init__(f"params.{field}: {message}")
 
+    status = 400  # the HTTP answer
+
     def as_option(self, positional: frozenset[str] = frozenset()) -> GfmError:
         """The same problem named as the command line names it (`--min-area`, `RASTER`)."""
         name = self.field.upper() if self.field in positional else "--" + self.field.replace("_", "-")
         return GfmError(f"{name}: {self.problem}")
+
+
+class ParamConflict(ParamError):
+    """A param that is fine but cannot be used now (a folder another job is writing)."""
+
+    status = 409
 
 
 @dataclass(frozen=True)

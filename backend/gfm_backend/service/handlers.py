@@ -13,7 +13,8 @@ from ..errors import GfmError
 
 
 async def user_error(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc), "field": getattr(exc, "field", None)}, 400)
+    return JSONResponse({"detail": str(exc), "field": getattr(exc, "field", None)},
+                        getattr(exc, "status", 400))
 
 
 def store_unavailable(request: Request, exc: BaseException) -> JSONResponse:

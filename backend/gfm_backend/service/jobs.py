@@ -24,8 +24,16 @@ from ..errors import GfmError, InputError
 from ..outputs import CLASSIFY as CLASSIFY_OUTPUT
 from ..outputs import MODEL as MODEL_OUTPUT
 from ..outputs import PRETRAIN as PRETRAIN_OUTPUT
-from ..outputs import OutputKind, check_output_dir
-from ..parameters import INPUT_KINDS, JobParams, ParamError, describe_field, path_fields, public_model
+from ..outputs import FolderBusy, OutputKind, check_output_dir
+from ..parameters import (
+    INPUT_KINDS,
+    JobParams,
+    ParamConflict,
+    ParamError,
+    describe_field,
+    path_fields,
+    public_model,
+)
 from ..progress import Progress
 from ..tasks.params import ClassifyParams, ExportParams, FinetuneParams, GeopileParams, PretrainParams
 from .params import ModelResolver, absolute_path, validate, vector_fields
@@ -85,6 +93,8 @@ class JobType:
         try:
             check_output_dir(p["out"], self.output, bool(p.get("overwrite")), inputs,
                              continuing=bool(p.get("resume")))
+        except FolderBusy as exc:
+            raise ParamConflict("out", str(exc)) from exc
         except InputError as exc:
             raise ParamError("out", str(exc)) from exc
 

@@ -383,37 +383,19 @@ def _augment(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.nd
 
 
 def _layer_decay_groups(net: GfmNetwork, lr: float, decay: float) -> list[dict]:
-    """Layer-wise LR decay: the head at `lr`, each earlier Swin block a factor `decay` lower."""
+    """Layer-wise LR decay as timm does it (`param_groups_layer_decay` with the Swin's own
+    `group_matcher`: patch merging goes with the stage it opens): each Swin block a factor
+    `decay` below the next, no weight decay for norms, biases and position tables; the
+    head at `lr`."""
+    from timm.optim import param_groups_layer_decay
+
     enc = net.encoder
-    names = [name for name, _ in enc.named_parameters()]
-    block_keys = list(dict.fromkeys(k for n in names if (k := _block_key(n))))  # forward order
-    n = len(block_keys) + 1
-    depth_ids: dict[str, int] = {}
-    current = 0
-    for name in names:  # parameters come in forward order
-        key = _block_key(name)
-        if key:
-            current = block_keys.index(key) + 1
-            depth_ids[name] = current
-        elif "patch_embed" in name:
-            depth_ids[name] = 0
-        elif "downsample" in name:  # patch merging belongs with the block after it
-            depth_ids[name] = current + 1
-        else:
-            depth_ids[name] = n - 1
-    groups: dict[int, list] = {}
-    for name, prm in enc.named_parameters():
-        groups.setdefault(depth_ids[name], []).append(prm)
-    out = [{"params": ps, "lr": lr * decay ** (n - d)} for d, ps in sorted(groups.items())]
-    out.append({"params": list(net.head.parameters()), "lr": lr})
-    return out
+    skip = enc.no_weight_decay() if hasattr(enc, "no_weight_decay") else set()
+    groups = param_groups_layer_decay(enc, weight_decay=0.05, no_weight_decay_list=skip,
+                                      layer_decay=decay)
+    for group in groups:
+        group["lr"] = lr * group.pop("lr_scale")
+    groups.append({"params": list(net.head.parameters()), "lr": lr})
+    return groups
 
-
-def _block_key(name: str) -> str | None:
-    """'layers.2.blocks.5' for a parameter of that Swin block, else None."""
-    parts = name.split(".")
-    if "blocks" not in parts:
-        return None
-    i = parts.index("blocks")
-    return ".".join(parts[: i + 2])
 

@@ -12,7 +12,8 @@ Matches the official code (mmendiet/GFM, from SimMIM: `optimizer.py`, `lr_schedu
   base 2e-4, warmup start 1e-6 and minimum 1e-5 are ALL scaled (paper: batch 1024 ->
   4e-4, 2e-6, 2e-5).
 - Per-iteration schedule = timm's CosineLRScheduler(t_initial=total, warmup_t=warmup,
-  warmup_prefix=False, cycle_limit=1): a linear warmup from the warmup LR that would
+  warmup_prefix=False, cycle_limit=1), which `WarmupCosineSchedule` runs (`lr_at` is its
+  closed form, for reading and tests): a linear warmup from the warmup LR that would
   reach the base LR at `warmup_steps`, but from there on the cosine over the WHOLE run
   (not the part after warmup), so the LR at the end of warmup is the cosine's value
   there (0.976 x base for 10 of 100 epochs), and the minimum from `total_steps` on.
@@ -145,7 +146,9 @@ def lr_at(
 
 
 class WarmupCosineSchedule:
-    """Sets every group's LR to `lr_at(step)` (x the group's `lr_scale`, if any).
+    """timm's `CosineLRScheduler`, set up as the official run used it, stepped per iteration
+    and with a resumable position: every group's LR is `lr_at(step)` (x the group's
+    `lr_scale`, if any; timm honours it).
 
     Construction applies step 0; call `step()` after each `optimizer.step()`, so iteration
     g runs at `lr_at(g)` (the official loop runs one step behind this: lr_at(g - 1)).
@@ -171,6 +174,17 @@ class WarmupCosineSchedule:
         self.warmup_lr = float(warmup_lr)
         self.min_lr = float(min_lr)
         self.last_step = 0
+        self._build()
+
+    def _build(self) -> None:
+        from timm.scheduler import CosineLRScheduler
+
+        for group in self.optimizer.param_groups:  # timm starts every group from `initial_lr`
+            group["lr"] = group["initial_lr"] = self.base_lr
+        self._timm = CosineLRScheduler(
+            self.optimizer, t_initial=self.total_steps, lr_min=self.min_lr,
+            warmup_lr_init=self.warmup_lr, warmup_t=self.warmup_steps, warmup_prefix=False,
+            cycle_limit=1, t_in_epochs=False)
         self._apply()
 
     def lr(self, step: int | None = None) -> float:
@@ -183,10 +197,8 @@ class WarmupCosineSchedule:
         return self._apply()
 
     def _apply(self) -> float:
-        lr = self.lr()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        return lr
+        self._timm.step_update(self.last_step)
+        return float(self._timm._get_lr(self.last_step)[0])
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_step": self.last_step, "total_steps": self.total_steps,
@@ -200,4 +212,4 @@ class WarmupCosineSchedule:
         self.base_lr = float(state["base_lr"])
         self.warmup_lr = float(state["warmup_lr"])
         self.min_lr = float(state["min_lr"])
-        self._apply()
+        self._build()

@@ -137,7 +137,7 @@ def test_a_folder_being_written_is_refused_from_another_process(server, small_ra
     try:
         code, body = post(server, "classify", raster=str(small_raster), model="tiny",
                           out=str(out), device="cpu")
-        assert code == 400 and "another job is writing" in body["detail"], body
+        assert code == 409 and "another job is writing" in body["detail"], body
     finally:
         release(out, lock, created=True)
     assert not out.exists()

@@ -108,3 +108,33 @@ def test_uint16_raster_gets_a_recorded_stretch(tmp_path, scene, scene_files):
     finetune(FinetuneParams([path], scene_files["labels"], "class", tmp_path / "m", **QUICK))
     spec = read_spec(tmp_path / "m")
     assert all(s > 255 for s in spec.scale)
+
+
+def test_layer_wise_lr_decay_follows_the_swin_blocks():
+    """Deeper blocks learn faster; patch merging goes with the stage it opens; the head at lr."""
+    from gfm_backend.models import CONFIGS, build_encoder
+    from gfm_backend.models.network import build_network
+    from gfm_backend.package import ModelSpec, default_classes
+    from gfm_backend.tasks.finetune import _layer_decay_groups
+
+    encoder = build_encoder(CONFIGS["tiny"])
+    spec = ModelSpec(task="segmentation", classes=default_classes(["a", "b"]),
+                     encoder=encoder.config.to_json(), head={"type": "upernet", "channels": 32})
+    net = build_network(spec, encoder)
+    groups = _layer_decay_groups(net, 1e-3, 0.9)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(net.encoder.named_parameters())
+    assert {id(p) for p in net.parameters()} == set(lr_of)  # every parameter, once
+    embed = lr_of[id(named["patch_embed.proj.weight"])]
+    first = lr_of[id(named["layers.0.blocks.0.attn.qkv.weight"])]
+    merge = lr_of[id(named["layers.1.downsample.reduction.weight"])]
+    opens = lr_of[id(named["layers.1.blocks.0.attn.qkv.weight"])]
+    last = lr_of[id(named["layers.3.blocks.1.attn.qkv.weight"])]
+    assert embed < first < opens < last <= 1e-3
+    assert merge == pytest.approx(opens)
+    assert first == pytest.approx(embed / 0.9)
+    assert all(p.requires_grad for p in net.head.parameters())
+    assert lr_of[id(next(net.head.parameters()))] == 1e-3
+    no_decay = [g for g in groups if g.get("weight_decay") == 0.0]
+    assert any(id(named["layers.0.blocks.0.norm1.weight"]) in {id(p) for p in g["params"]}
+               for g in no_decay)
