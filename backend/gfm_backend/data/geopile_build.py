@@ -1,4 +1,4 @@
-"""GeoPile builder: walk a folder, cut chips (rules in `geopile.py`), deduplicate, write shards.
+"""GeoPile builder: walk a folder, cut chips (rules in `geopile_rules.py`), deduplicate, write shards.
 
 Files are cut in worker threads; the main thread deduplicates, appends chips to the current
 shard and commits every full shard (shard file, then manifest lines, then pile.json), so a
@@ -29,7 +29,6 @@ from rasterio.errors import NotGeoreferencedWarning
 from ..atomic import atomic_path, write_text_atomic
 from ..errors import GfmError, InputError
 from ..progress import Progress, silent
-from .geopile import Cut, CutRules, Task, safe_cut
 from .geopile_reader import (
     CHIPS_JSONL,
     FORMAT,
@@ -45,6 +44,7 @@ from .geopile_reader import (
     read_sources,
     shard_file,
 )
+from .geopile_rules import Cut, CutRules, Task, safe_cut
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".jp2", ".j2k", ".jpf", ".jpx", ".vrt", ".png", ".jpg", ".jpeg"}
 # GDAL and GIS sidecars (world files, overviews, masks, metadata): part of an image, not reported.

@@ -10,7 +10,7 @@ from fastapi import HTTPException, Request
 
 from .catalog import find_model
 from .config import ServiceConfig
-from .devices import DeviceProbe
+from .device_probe import DeviceProbe
 from .dispatcher import Dispatcher
 from .store import JobRecord, JobStore
 

@@ -13,7 +13,7 @@ from .. import __version__
 from .catalog import list_models
 from .config import API_VERSION
 from .deps import ServiceState, service
-from .devices import disk_free_gb
+from .device_probe import disk_free_gb
 from .schemas import ERRORS, Health, ModelList
 from .security import require_token, token_matches
 

@@ -171,7 +171,7 @@ def _run(config: ServiceConfig, store: Any, sock: socket.socket, url: str) -> No
     import uvicorn
 
     from .app import ServiceState, create_app
-    from .devices import DeviceProbe
+    from .device_probe import DeviceProbe
     from .dispatcher import Dispatcher
 
     token = load_or_create_token(config.token_path)

@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..data.geopile import CutRules
 from ..data.geopile_build import BuildOptions, build
 from ..data.geopile_reader import pile_info
+from ..data.geopile_rules import CutRules
 from ..progress import Progress
 from .params import GeopileParams
 

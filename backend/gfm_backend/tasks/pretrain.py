@@ -28,15 +28,15 @@ from ..models import CONFIGS, build_pretrainer, save_encoder
 from ..models.masking import MaskGenerator
 from ..outputs import PRETRAIN, acquire, check_output_dir, prepare_in_place, release, write_manifest
 from ..progress import Progress, silent
-from ..training.checkpoint import (
+from ..training.distributed import DistContext, all_mean, barrier, init_distributed, shutdown
+from ..training.optim import WarmupCosineSchedule, build_optimizer, linear_scaled_lrs
+from ..training.run_checkpoints import (
     latest_checkpoint,
     load_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from ..training.distributed import DistContext, all_mean, barrier, init_distributed, shutdown
-from ..training.optim import WarmupCosineSchedule, build_optimizer, linear_scaled_lrs
 from ..training.speed import compile_blocks, resolve_attention, set_attention
 from ..training.step import train_step
 from .params import PretrainParams

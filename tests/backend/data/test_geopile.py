@@ -14,10 +14,10 @@ import rasterio
 from PIL import Image
 from rasterio.transform import from_origin
 
-from gfm_backend.data import geopile as geopile_rules
-from gfm_backend.data.geopile import CutRules
+from gfm_backend.data import geopile_rules
 from gfm_backend.data.geopile_build import BuildOptions, build
 from gfm_backend.data.geopile_reader import GeoPile, pile_info
+from gfm_backend.data.geopile_rules import CutRules
 from gfm_backend.errors import InputError
 
 CHIP = 64
