@@ -207,6 +207,10 @@ def is_microsoft_layout(sub: Mapping[str, Any]) -> bool:
 
 
 def _to_timm(sub: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's key layout. timm's own `checkpoint_filter_fn` does this renaming too, but it
+    needs the target model first and resizes bias tables its own way; here the architecture
+    is read off the checkpoint before any model exists, and tables are resized bicubically
+    as the official GFM code does (`load_state_dict_into`)."""
     microsoft = is_microsoft_layout(sub)
     out = {}
     for key, value in sub.items():

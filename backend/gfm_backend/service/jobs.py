@@ -192,12 +192,9 @@ def _check_classify(p: dict[str, Any]) -> None:
 
 
 def run_classify(params: ClassifyParams, progress: Progress) -> dict[str, Any]:
-    from ..tasks.classify import classify
+    from ..tasks.classify import classify, summary
 
-    report = classify(params, progress)
-    keep = ("predictor", "size", "crs", "warnings", "polygon_count", "class_pixels",
-            "class_area_m2", "timings_s", "peak_rss_mb")
-    return {"out": str(params.out), "files": report["outputs"]} | {k: report[k] for k in keep if k in report}
+    return {"out": str(params.out)} | summary(classify(params, progress))
 
 
 CLASSIFY = register(JobType(
@@ -223,14 +220,10 @@ def _check_finetune(p: dict[str, Any]) -> None:
 
 
 def run_finetune(params: FinetuneParams, progress: Progress) -> dict[str, Any]:
-    from ..tasks.finetune import finetune
+    from ..tasks.finetune import finetune, summary
 
     report = finetune(params, progress)
-    return {"out": str(params.out), "files": _files(params.out), "classes": report["classes"],
-            "split": report["split"],
-            "validation": {k: report["validation"][k] for k in ("overall_accuracy", "mean_iou")}
-            | {"iou": {name: c.get("iou") for name, c in report["validation"]["per_class"].items()}},
-            "time_s": report["time_s"]}
+    return {"out": str(params.out), "files": _files(params.out)} | summary(report)
 
 
 FINETUNE = register(JobType(

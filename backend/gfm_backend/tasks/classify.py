@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import shapely
 from rasterio.windows import Window
 
+from ..data.areas import PixelAreas
 from ..data.grid import write_tile_grid
 from ..data.raster import (
     Normalizer,
     check_bands,
     open_raster,
-    pixel_size_m,
     read_window,
     resample_bands,
     source_scale,
@@ -138,6 +139,15 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
     return report
 
 
+SUMMARY_KEYS = ("predictor", "size", "crs", "warnings", "polygon_count", "class_pixels",
+                "class_area_m2", "timings_s", "peak_rss_mb")
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What a job's `outputs` show of a classify report (the whole report is report.json)."""
+    return {"files": report["outputs"]} | {k: report[k] for k in SUMMARY_KEYS if k in report}
+
+
 def _base_report(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
                  params: ClassifyParams) -> dict[str, Any]:
     return {
@@ -168,8 +178,11 @@ def _class_stats(report: dict[str, Any], spec: ModelSpec, counts: np.ndarray,
 
 
 def _pixel_area_m2(ds: rasterio.DatasetReader) -> float | None:
-    size = pixel_size_m(ds)
-    return None if size is None else size * size
+    """The area of the raster's centre pixel, measured as the polygons are (`PixelAreas`)."""
+    if ds.crs is None:
+        return None
+    c, r = ds.width // 2, ds.height // 2
+    return float(PixelAreas(ds.crs, ds.transform)(np.array([shapely.box(c, r, c + 1, r + 1)]))[0])
 
 
 class _StripWriter:

@@ -117,6 +117,15 @@ class _Split:
     reach: float
 
 
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What a job's `outputs` show of a fine-tune report (the whole report is report.json)."""
+    validation = report["validation"]
+    return {"classes": report["classes"], "split": report["split"], "time_s": report["time_s"],
+            "validation": {"overall_accuracy": validation["overall_accuracy"],
+                           "mean_iou": validation["mean_iou"],
+                           "iou": {n: c.get("iou") for n, c in validation["per_class"].items()}}}
+
+
 def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[str, Any]:
     t_start = time.perf_counter()
     rng = np.random.default_rng(params.seed)
