@@ -23,12 +23,14 @@ def get_client(settings: BackendSettings | None = None, start: bool = True) -> B
 
 
 def describe(client: BackendClient) -> str:
-    """A status line: where we are connected and which device the backend computes on."""
+    """A short status line: the backend's version and device, once an authenticated call
+    has gone through (a refused token raises `BackendError`); the URL goes in the tooltip."""
     health = client.health()
+    client.jobs()  # needs the token: "connected" must mean the backend takes our calls
     devices = health.get("devices") or []
     gpu = next((d for d in devices if str(d.get("type", "")).lower() == "cuda"), None)
     if gpu:
         device = f"CUDA: {gpu.get('name', 'GPU')}"
     else:
         device = "CPU"
-    return f"connected to {client.connection.url} (backend {health.get('version', '?')}, {device})"
+    return f"connected: backend {health.get('version', '?')}, {device}"

@@ -59,7 +59,7 @@ class GfmController:
     def connect(self, start: bool = True) -> bool:
         try:
             self.client = get_client(self.settings, start=start)
-            self.dock.set_status(describe(self.client), ok=True)
+            self.dock.set_status(describe(self.client), ok=True, where=self.client.connection.url)
         except BackendError as exc:
             self.client = None
             self.dock.set_status(f"backend not available: {exc}", ok=False)

@@ -67,16 +67,19 @@ class GfmDock(QDockWidget):
         self._job_items: dict[str, tuple[QTreeWidgetItem, QProgressBar]] = {}
         self.field_combo.setLayer(self.labels_combo.currentLayer())
 
-    def _status_row(self) -> QHBoxLayout:
-        row = QHBoxLayout()
+    def _status_row(self) -> QVBoxLayout:
+        """The status on a line of its own (the dock's full width), the buttons below it."""
+        rows = QVBoxLayout()
         self.status = QLabel("backend: not connected")
         self.status.setWordWrap(True)
+        rows.addWidget(self.status)
+        buttons = QHBoxLayout()
         self.connect_button = QPushButton("Connect")
         self.settings_button = QPushButton("Settings…")
-        row.addWidget(self.status, 1)
-        row.addWidget(self.connect_button)
-        row.addWidget(self.settings_button)
-        return row
+        buttons.addWidget(self.connect_button, 1)
+        buttons.addWidget(self.settings_button, 1)
+        rows.addLayout(buttons)
+        return rows
 
     def _classify_box(self) -> QGroupBox:
         box = QGroupBox("Classify layer")
@@ -162,8 +165,11 @@ class GfmDock(QDockWidget):
         layout.addLayout(job_buttons)
 
     # -- views the controller updates ---------------------------------------------
-    def set_status(self, text: str, ok: bool) -> None:
+    def set_status(self, text: str, ok: bool, where: str = "") -> None:
+        """One short line (errors in red); where the backend is goes in the tooltip, so a
+        long URL never wraps over the dock."""
         self.status.setText(text)
+        self.status.setToolTip(f"{text}\n{where}" if where else text)
         self.status.setStyleSheet("" if ok else "color: #b00020;")
 
     def set_models(self, models: list[dict]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 from qgis.core import (
@@ -140,6 +142,14 @@ def test_error_paths_show_messages(iface, use_backend, backend_outputs):
     down.settings = BackendSettings(mode="remote", url="http://127.0.0.1:9", token="x")
     assert not down.connect(start=False)
     assert "not reachable" in dock.status.text()
+
+    # a running backend that refuses our token is not "connected"
+    refused = GfmController(iface, GfmDock())
+    info = json.loads((Path(use_backend.state_dir) / "server.json").read_text())
+    refused.settings = BackendSettings(mode="remote", url=info["url"], token="wrong-token")
+    assert not refused.connect(start=False)
+    status = refused.dock.status.text()
+    assert "connected" not in status.replace("not connected", "") and "token" in status, status
 
     plugin = GfmController(iface, GfmDock())
     plugin.settings = use_backend
