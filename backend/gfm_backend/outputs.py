@@ -65,7 +65,10 @@ CLASSIFY = OutputKind("classify", "report.json", (
     "confidence.qml", "polygons.gpkg", "polygons.gpkg-*", "polygons.qml", "report.json"),
     "classification result")
 MODEL = OutputKind("model", "model.json", (
-    "model.json", "model.safetensors", "model.onnx", "report.json", "*.png"), "model package")
+    "model.json", "model.safetensors", "model.onnx", "report.json", "training_curve.png",
+    "confusion_matrix.png"), "model package")
+# files GIS tools add beside ours (GeoPackage journals, GDAL statistics and overviews)
+SIDE_SUFFIXES = ("-wal", "-shm", "-journal", ".aux.xml", ".ovr")
 PRETRAIN = OutputKind("pretrain", "run.json", (
     "run.json", "metrics.jsonl", "checkpoints", "ranks", "encoder.safetensors", "loss.png"),
     "pretraining run", dirs=("checkpoints", "ranks"),
@@ -132,9 +135,13 @@ def inspect(folder: Path) -> Contents:
         return Contents(None, [], names)
 
     def ours(name: str) -> bool:
+        """Listed in the manifest (or a side file of a listed file); without a manifest, one
+        of the names the kind writes."""
         entry = folder / name
-        if listed is not None and name not in listed and not kind.owns(name):
-            return False
+        if listed is not None:
+            base = next((name[: -len(s)] for s in SIDE_SUFFIXES if name.endswith(s)), name)
+            if name not in listed and base not in listed:
+                return False
         # a folder where the kind writes a file (or a link anywhere) is someone else's
         return not entry.is_symlink() and (entry.is_file() or (entry.is_dir() and name in kind.dirs))
 

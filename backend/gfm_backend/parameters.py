@@ -17,10 +17,8 @@ Errors keep the service's wording (`params.batch_size: must be at least 1, got 0
 from __future__ import annotations
 
 import functools
-import math
 from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -207,44 +205,40 @@ def _bound(info: FieldInfo | None, key: str) -> float | None:
     return None
 
 
-def _message(err: dict[str, Any], cls: type[JobParams], field: str) -> str:
+_PLAIN = {  # pydantic's error type -> our words ("..., got VALUE")
+    "int_type": "must be an integer", "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer", "float_type": "must be a number",
+    "float_parsing": "must be a number", "finite_number": "must be a number",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "path_type": "must be a path (a non-empty string)", "string_type": "must be a string",
+    "list_type": "must be a list",
+}
+_BOUNDS = {"greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "more than"),
+           "less_than_equal": ("le", "at most"), "less_than": ("lt", "less than")}
+
+
+def _message(err: dict[str, Any], cls: type[JobParams]) -> str:
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    got = f"got {show(value)}"
+    if kind in _PLAIN:
+        return f"{_PLAIN[kind]}, {got}"
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        return f"must be {words} {float(ctx[key]):g}, {got}"
     if kind == "missing":
         return f"missing; a {cls.job} job needs it"
     if kind == "extra_forbidden":
-        known = ", ".join(sorted(cls.exposed()))
-        return f"unknown option for a {cls.job} job; known options: {known}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"must be an integer, got {show(value)}"
-    if kind in ("float_type", "float_parsing", "finite_number"):
-        return f"must be a number, got {show(value)}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"must be true or false, got {show(value)}"
-    if kind == "greater_than_equal":
-        return f"must be at least {float(ctx['ge']):g}, got {show(value)}"
-    if kind == "greater_than":
-        return f"must be more than {float(ctx['gt']):g}, got {show(value)}"
-    if kind == "less_than_equal":
-        return f"must be at most {float(ctx['le']):g}, got {show(value)}"
-    if kind == "less_than":
-        return f"must be less than {float(ctx['lt']):g}, got {show(value)}"
+        return f"unknown option for a {cls.job} job; known options: {', '.join(sorted(cls.exposed()))}"
     if kind == "literal_error":
         expected = str(ctx.get("expected", "")).replace(" or ", ", ").replace("'", "")
-        return f"must be one of {expected}, got {show(value)}"
+        return f"must be one of {expected}, {got}"
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == DEVICE_PATTERN:
-        return f"must be auto, cpu, cuda or cuda:N, got {show(value)}"
-    if kind == "path_type":
-        return f"must be a path (a non-empty string), got {show(value)}"
-    if kind == "string_type":
-        return f"must be a string, got {show(value)}"
+        return f"must be auto, cpu, cuda or cuda:N, {got}"
     if kind == "multiple_of":
-        return (f"must be a multiple of {ctx.get('multiple_of')} (the encoder's patch x window "
-                f"grid), got {show(value)}")
-    if kind in ("too_short",):
+        return f"must be a multiple of {ctx.get('multiple_of')} (the encoder's patch x window grid), {got}"
+    if kind == "too_short":
         return "give at least one value"
-    if kind == "list_type":
-        return f"must be a list, got {show(value)}"
-    return f"{err.get('msg', 'invalid')}, got {show(value)}"
+    return f"{err.get('msg', 'invalid')}, {got}"
 
 
 def param_error(exc: ValidationError, cls: type[JobParams]) -> ParamError:
@@ -252,11 +246,7 @@ def param_error(exc: ValidationError, cls: type[JobParams]) -> ParamError:
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ())]
     field = loc[0] if loc else "params"
-    return ParamError(field, _message(dict(err), cls, field))
-
-
-def finite(value: float) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return ParamError(field, _message(dict(err), cls))
 
 
 def dumped(params: JobParams) -> dict[str, Any]:
@@ -342,12 +332,3 @@ def _camel(name: str) -> str:
 def path_fields(cls: type[JobParams]) -> dict[str, str]:
     """Field name -> path kind, for the checks before queueing."""
     return {n: k for n, f in cls.model_fields.items() if (k := kind_of(f))}
-
-
-def resolve(value: Any, base: Path | None = None) -> Any:
-    """Paths as absolute strings (the command line's relative paths are the user's cwd's)."""
-    if isinstance(value, Path):
-        return str(value if value.is_absolute() or base is None else base / value)
-    if isinstance(value, list):
-        return [resolve(v, base) for v in value]
-    return value

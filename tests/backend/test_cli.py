@@ -109,3 +109,11 @@ def test_geopile_and_pretrain_share_the_declared_bounds(tmp_path, scene_files):
                  "--config", "tiny")
     assert inside.returncode == 2 and "inside" in inside.stderr, inside.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_export_never_writes_over_another_file_of_the_package(tmp_path, tiny_model):
+    weights = (tiny_model / "model.safetensors").read_bytes()
+    r = gfm("--quiet", "export", str(tiny_model), "--out", str(tiny_model / "model.safetensors"),
+            "--overwrite")
+    assert r.returncode == 2 and "model package" in r.stderr, r.stderr
+    assert (tiny_model / "model.safetensors").read_bytes() == weights

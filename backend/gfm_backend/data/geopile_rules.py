@@ -34,7 +34,7 @@ from rasterio.windows import bounds as window_bounds
 
 from ..errors import InputError
 from .geopile_reader import HASH_BYTES
-from .raster import open_raster, percentile_stretch, pixel_size_m, tile_starts
+from .raster import finite_mask, open_raster, percentile_stretch, pixel_size_m, tile_starts
 
 RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
 
@@ -168,11 +168,8 @@ def _read_resized(ds, info, lut, win, s) -> Iterator[tuple[Window, np.ndarray, n
 
 
 def _and_finite(raw: np.ndarray, valid: np.ndarray | None) -> np.ndarray | None:
-    """NaN and infinities are nodata even where no nodata value is declared."""
-    if not np.issubdtype(raw.dtype, np.floating):
-        return valid
-    finite = np.isfinite(raw).all(axis=0)
-    if finite.all():
+    finite = finite_mask(raw)
+    if finite is None:
         return valid
     return finite if valid is None else valid & finite
 

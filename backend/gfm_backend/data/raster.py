@@ -167,13 +167,20 @@ def percentile_stretch(ds: rasterio.DatasetReader, bands: list[int],
     return out
 
 
-def drop_non_finite(raw: np.ndarray, valid: np.ndarray) -> None:
-    """NaN and infinities are nodata, declared or not: masked out, and zeroed in place so
-    they never reach the network or a blend (one NaN spreads through a whole tile)."""
+def finite_mask(raw: np.ndarray) -> np.ndarray | None:
+    """(h, w) True where every band of `raw` (bands, h, w) is finite; None when all are
+    (always for integer types). NaN and infinities are nodata, declared or not."""
     if not np.issubdtype(raw.dtype, np.floating):
-        return
+        return None
     finite = np.isfinite(raw).all(axis=0)
-    if not finite.all():
+    return None if finite.all() else finite
+
+
+def drop_non_finite(raw: np.ndarray, valid: np.ndarray) -> None:
+    """Non-finite pixels masked out, and zeroed in place so they never reach the network or
+    a blend (one NaN spreads through a whole tile)."""
+    finite = finite_mask(raw)
+    if finite is not None:
         valid &= finite
         raw[:, ~finite] = 0
 

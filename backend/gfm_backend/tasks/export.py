@@ -47,6 +47,9 @@ def export_target(model_dir: Path, out: Path | None, overwrite: bool) -> Path:
     target = Path(out)
     if target.is_dir():
         raise InputError(target, "is a folder; give the ONNX file's name")
+    if target.absolute().parent.resolve() == model_dir.resolve():
+        raise InputError(target, "lies in the model package being exported; write model.onnx "
+                         "there (the default) or a file outside it")
     if (target.exists() or target.is_symlink()) and not overwrite:
         raise InputError(target, "already exists; pass --overwrite (service: \"overwrite\": true) "
                          "to replace it, or choose another file name")

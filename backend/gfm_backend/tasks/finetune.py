@@ -135,9 +135,7 @@ def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[s
     placed = _place_labels(params, labels, names, ids, background)
     encoder = _make_encoder(params, params.tile_size)
     spec = _make_spec(params, names, background, encoder)
-    with open_raster(params.rasters[0]) as ds:
-        gsd = pixel_size_m(ds)
-    split = _split(params, labels, ids, placed, spec.tile_size * (gsd or 1.0) / 4)
+    split = _split(params, labels, ids, placed, spec.tile_size * (spec.gsd_m or 1.0) / 4)
     progress(0.02, "cutting chips")
     train_set, val_set = _cut_chips(params, spec, placed, ids, split, background, rng, progress)
     val_note = "held-out polygon groups"

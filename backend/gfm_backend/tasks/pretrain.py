@@ -29,7 +29,7 @@ from ..models.masking import MaskGenerator
 from ..outputs import PRETRAIN, acquire, check_output_dir, prepare_in_place, release, write_manifest
 from ..progress import Progress, silent
 from ..training.distributed import DistContext, all_mean, barrier, init_distributed, shutdown
-from ..training.optim import WarmupCosineSchedule, build_optimizer, linear_scaled_lrs
+from ..training.optim import Lrs, WarmupCosineSchedule, build_optimizer, linear_scaled_lrs
 from ..training.run_checkpoints import (
     latest_checkpoint,
     load_state,
@@ -125,6 +125,7 @@ class _Run:
     generator: torch.Generator
     total: int
     warmup: int
+    lrs: Lrs
     step: int = 0
     epoch: int = 0
     start: int = 0
@@ -179,17 +180,17 @@ def _new_run(params: PretrainParams, ctx: DistContext, pile: GeoPile, run_dir: P
                                     base_lr=lrs.base, warmup_lr=lrs.warmup, min_lr=lrs.minimum)
     generator = torch.Generator(device=ctx.device)
     generator.manual_seed(params.seed * 1000 + ctx.rank)
-    return _Run(params, ctx, pile, run_dir, model, optimizer, schedule, generator, total, warmup)
+    return _Run(params, ctx, pile, run_dir, model, optimizer, schedule, generator, total, warmup,
+                lrs)
 
 
 def _write_run_json(run: _Run, teacher: str | None) -> None:
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    lrs = linear_scaled_lrs(run.params.batch * run.ctx.world)
     write_text_atomic(run.run_dir / "run.json", json.dumps({
         "params": run.params.model_dump(mode="json"),
         "world": run.ctx.world, "pile": run.pile.fingerprint, "chips": len(run.pile),
         "model": run.model.config.to_json(), "teacher": teacher, "total_steps": run.total,
-        "warmup_steps": run.warmup, "lr": lrs._asdict()}, indent=2))
+        "warmup_steps": run.warmup, "lr": run.lrs._asdict()}, indent=2))
 
 
 def _train(params: PretrainParams, ctx: DistContext, progress: Progress, pile: GeoPile,
