@@ -25,6 +25,7 @@ from .tasks.pretrain_cli import (  # noqa: E402
     run_export_encoder,
     run_pretrain,
 )
+from .tasks.weights_cli import add_weights, run_weights  # noqa: E402
 
 
 def _terminal_progress(tty: bool, quiet: bool) -> tuple[Progress, Callable[[], None]]:
@@ -120,6 +121,7 @@ COMMANDS: dict[str, tuple[AddFn, RunFn]] = {
     "geopile": (add_geopile, run_geopile),
     "pretrain": (add_pretrain, run_pretrain),
     "export-encoder": (add_export_encoder, run_export_encoder),
+    "weights": (add_weights, run_weights),
     "serve": (add_serve, run_serve),
     "jobs": (add_jobs, run_jobs),
 }

@@ -71,7 +71,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: type[JobParams])
             parser.add_argument(name, metavar=_metavar(name, info),
                                 **{k: v for k, v in kwargs.items() if k != "default"})
         else:
-            parser.add_argument(_option(name), dest=name, required=info.is_required(), **kwargs)
+            names = [_option(name), *(_option(a) for a in cli.aliases)]
+            parser.add_argument(*names, dest=name, required=info.is_required(), **kwargs)
 
 
 def _absolute(value: Any) -> Any:

@@ -36,9 +36,11 @@ from pydantic.fields import FieldInfo
 
 from .errors import GfmError
 
-PATH_KINDS = ("raster", "rasters", "vector", "path", "dir", "model", "out_dir", "out_file")
-INPUT_KINDS = frozenset({"raster", "rasters", "vector", "path", "dir", "model"})
+PATH_KINDS = ("raster", "rasters", "vector", "path", "dir", "model", "weights", "out_dir",
+              "out_file")
+INPUT_KINDS = frozenset({"raster", "rasters", "vector", "path", "dir", "model", "weights"})
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d{1,2})?)$"
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
 
 class ParamError(GfmError):
@@ -64,9 +66,11 @@ class ParamConflict(ParamError):
 
 @dataclass(frozen=True)
 class Kind:
-    """What a path field must name; see the module docstring."""
+    """What a path field must name; see the module docstring. `keywords`: words the field
+    takes besides paths (a teacher of 'none')."""
 
     kind: str
+    keywords: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in PATH_KINDS:
@@ -89,6 +93,7 @@ StrictFloat = Annotated[float, Strict()]
 StrictBool = Annotated[bool, Strict()]
 StrictStr = Annotated[str, Strict()]
 Device = Annotated[str, Strict(), StringConstraints(pattern=DEVICE_PATTERN)]
+Sha256 = Annotated[str, Strict(), StringConstraints(pattern=SHA256_PATTERN)]
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)]  # what every seed (and QGIS) takes
 Config = Literal["base", "tiny"]
 Bands = Annotated[list[Annotated[int, Strict(), Field(ge=1, le=100_000)]], Field(min_length=1)]
@@ -234,6 +239,8 @@ def _message(err: dict[str, Any], cls: type[JobParams]) -> str:
         return f"must be one of {expected}, {got}"
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == DEVICE_PATTERN:
         return f"must be auto, cpu, cuda or cuda:N, {got}"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == SHA256_PATTERN:
+        return f"must be a SHA-256: 64 hexadecimal digits, {got}"
     if kind == "multiple_of":
         return f"must be a multiple of {ctx.get('multiple_of')} (the encoder's patch x window grid), {got}"
     if kind == "too_short":
@@ -332,3 +339,8 @@ def _camel(name: str) -> str:
 def path_fields(cls: type[JobParams]) -> dict[str, str]:
     """Field name -> path kind, for the checks before queueing."""
     return {n: k for n, f in cls.model_fields.items() if (k := kind_of(f))}
+
+
+def keywords_of(cls: type[JobParams], name: str) -> tuple[str, ...]:
+    info = cls.model_fields[name]
+    return next((m.keywords for m in info.metadata if isinstance(m, Kind)), ())

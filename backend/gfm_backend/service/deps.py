@@ -8,10 +8,12 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request
 
+from ..weights.store import WeightsStore
 from .catalog import find_model
 from .config import ServiceConfig
 from .device_probe import DeviceProbe
 from .dispatcher import Dispatcher
+from .params import Resolvers
 from .store import JobRecord, JobStore
 
 
@@ -27,6 +29,14 @@ class ServiceState:
     def find_model(self, name: str) -> Path | None:
         """A model name `GET /models` lists -> its package folder."""
         return find_model(name, self.config.model_dirs)
+
+    @property
+    def weights(self) -> WeightsStore:
+        return WeightsStore(self.config.state_dir / "weights")
+
+    @property
+    def resolvers(self) -> Resolvers:
+        return Resolvers(find_model=self.find_model, find_weights=self.weights.find)
 
     def record(self, job_id: str) -> JobRecord:
         record = self.store.get(job_id)

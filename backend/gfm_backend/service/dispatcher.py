@@ -308,7 +308,8 @@ class Dispatcher:
     def _spawn(self, slot: Slot) -> None:
         cmd_r, cmd_w = self._ctx.Pipe(duplex=False)
         evt_r, evt_w = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(target=worker_main, args=(cmd_r, evt_w, self.config.cancel_grace_s),
+        process = self._ctx.Process(target=worker_main, args=(cmd_r, evt_w, self.config.cancel_grace_s,
+                                                                str(self.config.state_dir)),
                                     name=f"gfm-worker-{slot.name}", daemon=False)
         process.start()
         cmd_r.close()  # our copies of the child's ends: their closing is how each side

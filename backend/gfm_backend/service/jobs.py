@@ -31,12 +31,21 @@ from ..parameters import (
     ParamConflict,
     ParamError,
     describe_field,
+    keywords_of,
     path_fields,
     public_model,
 )
 from ..progress import Progress
-from ..tasks.params import ClassifyParams, ExportParams, FinetuneParams, GeopileParams, PretrainParams
-from .params import ModelResolver, absolute_path, validate, vector_fields
+from ..tasks.params import (
+    ClassifyParams,
+    ExportParams,
+    FinetuneParams,
+    GeopileParams,
+    PretrainParams,
+    WeightsGetParams,
+    WeightsImportParams,
+)
+from .params import Resolvers, validate, vector_fields
 
 GPU, CPU = "gpu", "cpu"
 RESOURCES = (GPU, CPU)
@@ -69,9 +78,9 @@ class JobType:
         if self.resumable and "resume" not in self.params.model_fields:
             raise ValueError(f"resumable job type {self.name!r} needs a 'resume' bool field")
 
-    def validate(self, params: Any, resolve_model: ModelResolver | None = None) -> dict[str, Any]:
+    def validate(self, params: Any, resolvers: Resolvers | None = None) -> dict[str, Any]:
         """Checked params as JSON values with canonical names (what the store keeps)."""
-        clean = validate(self.params, params, resolve_model)
+        clean = validate(self.params, params, resolvers)
         if self.output is not None:  # first: what may not be written matters most
             self._check_output(clean)
         if self.check is not None:
@@ -86,7 +95,8 @@ class JobType:
         """The output-folder rule, before queueing: a 400 naming the folder, not a failed job."""
         inputs: dict[str, Any] = {}
         for name, kind in path_fields(self.params).items():
-            if kind in INPUT_KINDS and p.get(name) is not None:
+            if kind in INPUT_KINDS and p.get(name) is not None \
+                    and p[name] not in keywords_of(self.params, name):
                 values = p[name] if isinstance(p[name], list) else [p[name]]
                 inputs |= {f"{name} {v}" if len(values) > 1 else name: v for v in values}
         assert self.output is not None
@@ -144,7 +154,7 @@ def job_types() -> list[JobType]:
     return list(_REGISTRY.values())
 
 
-BUILT_IN = ("classify", "finetune", "export", "geopile", "pretrain")
+BUILT_IN = ("classify", "finetune", "export", "geopile", "pretrain", "weights", "weights-import")
 
 
 def plugin_declarations() -> dict[str, Any]:
@@ -276,11 +286,6 @@ def _check_pretrain(p: dict[str, Any]) -> None:
         GeoPile(p["pile_dir"])
     except InputError as exc:
         raise ParamError("pile_dir", str(exc)) from exc
-    if p["teacher"] is not None and p["teacher"] != "none":
-        path = absolute_path("teacher", p["teacher"])
-        if not path.exists():
-            raise ParamError("teacher", f"{path}: teacher checkpoint does not exist (or give 'none')")
-        p["teacher"] = str(path)
 
 
 def run_pretrain(params: PretrainParams, progress: Progress) -> dict[str, Any]:
@@ -295,3 +300,53 @@ PRETRAIN = register(JobType(
     check=_check_pretrain, resumable=True, output=PRETRAIN_OUTPUT,
     help="GFM continual pretraining on a GeoPile (gfm pretrain); checkpoints as it goes, so an "
          "interrupted or cancelled run can be resumed (POST /jobs/{id}/resume)"))
+
+
+# ------------------------------------------------------------------------------ weights
+def _check_weights(p: dict[str, Any]) -> None:
+    """What can be known before downloading: a catalog name or an address, a usable name."""
+    from ..tasks.weights import weights_source
+    from ..weights.store import check_name
+
+    try:
+        name, _, _, _ = weights_source(WeightsGetParams.checked(p))  # type: ignore[arg-type]
+    except GfmError as exc:
+        raise ParamError("mirror" if p.get("mirror") else "source", str(exc)) from exc
+    try:
+        check_name(name)
+    except GfmError as exc:
+        raise ParamError("name", str(exc)) from exc
+
+
+def _check_weights_import(p: dict[str, Any]) -> None:
+    from ..weights.store import check_name
+
+    if p.get("name"):
+        try:
+            check_name(p["name"])
+        except GfmError as exc:
+            raise ParamError("name", str(exc)) from exc
+
+
+def run_weights(params: WeightsGetParams, progress: Progress) -> dict[str, Any]:
+    from ..tasks.weights import get_weights
+
+    return get_weights(params, progress)
+
+
+WEIGHTS = register(JobType(
+    name="weights", params=WeightsGetParams, run=run_weights, resource=CPU, check=_check_weights,
+    help="download encoder weights into the backend's store (gfm weights get); a broken "
+         "download resumes when submitted again"))
+
+
+def run_weights_import(params: WeightsImportParams, progress: Progress) -> dict[str, Any]:
+    from ..tasks.weights import import_weights
+
+    return import_weights(params, progress)
+
+
+WEIGHTS_IMPORT = register(JobType(
+    name="weights-import", params=WeightsImportParams, run=run_weights_import, resource=CPU,
+    check=_check_weights_import,
+    help="copy a downloaded checkpoint (gfm.pth, ...) into the backend's store (gfm weights import)"))

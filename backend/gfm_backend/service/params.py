@@ -3,24 +3,42 @@
 Types, bounds, choices and names come from the job's parameter model (`parameters`);
 here: every string valid UTF-8, and every path field what its `Kind` says (absolute, a
 regular file or folder, a raster GDAL opens, a model package or a name `GET /models`
-lists, a writable output). Messages name the field and the file.
+lists, weights or a name `GET /weights` lists, a writable output). Messages name the
+field and the file.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from ..files import refuse_special
-from ..parameters import JobParams, ParamError, dumped, path_fields, show
+from ..parameters import JobParams, ParamError, dumped, keywords_of, path_fields, show
 
 ModelResolver = Callable[[str], "Path | None"]
 
 
-def validate(cls: type[JobParams], params: Any, resolve_model: ModelResolver | None = None
+@dataclass(frozen=True)
+class Resolvers:
+    """How names become paths: model names (`GET /models`) and weights names (`GET /weights`;
+    by default the store of `$GFM_STATE_DIR`, as the command line has it)."""
+
+    find_model: ModelResolver | None = None
+    find_weights: ModelResolver | None = None
+
+    def weights(self, name: str) -> Path | None:
+        if self.find_weights is not None:
+            return self.find_weights(name)
+        from ..weights.store import WeightsStore
+
+        return WeightsStore.default().find(name)
+
+
+def validate(cls: type[JobParams], params: Any, resolvers: Resolvers | None = None
              ) -> dict[str, Any]:
     """Params with canonical names, defaults filled in and paths checked and absolute.
 
@@ -34,9 +52,11 @@ def validate(cls: type[JobParams], params: Any, resolve_model: ModelResolver | N
         known = ", ".join(sorted(cls.exposed()))
         raise ParamError(unknown[0], f"unknown option for a {cls.job} job; known options: {known}")
     clean = dumped(cls.checked(params))
+    resolvers = resolvers or Resolvers()
     for name, kind in path_fields(cls).items():
-        if clean.get(name) is not None:
-            clean[name] = check_path(name, kind, clean[name], resolve_model)
+        value = clean.get(name)
+        if value is not None and value not in keywords_of(cls, name):
+            clean[name] = check_path(name, kind, value, resolvers)
     return {k: v for k, v in clean.items() if k in cls.exposed()}
 
 
@@ -50,13 +70,29 @@ def _accepted(cls: type[JobParams]) -> set[str]:
     return names
 
 
-def check_path(name: str, kind: str, value: Any, resolve_model: ModelResolver | None) -> Any:
+def check_path(name: str, kind: str, value: Any, resolvers: Resolvers) -> Any:
     """One path field's value, checked as its kind says; lists item by item."""
     if kind == "rasters":
         return [str(_path(name, "raster", v)) for v in value]
     if kind == "model":
-        return _model(name, value, resolve_model)
+        return _model(name, value, resolvers.find_model)
+    if kind == "weights":
+        return _weights(name, value, resolvers)
     return str(_path(name, kind, value))
+
+
+def _weights(name: str, value: Any, resolvers: Resolvers) -> str:
+    """Installed weights by name, else a file or model package folder that exists."""
+    from ..weights.store import looks_like_name
+
+    if isinstance(value, str) and looks_like_name(value) and not os.path.isabs(value):
+        found = resolvers.weights(value)
+        if found is None:
+            raise ParamError(name, f"unknown weights {value!r}: give a checkpoint file (absolute "
+                             "path) or a name that gfm weights list (GET /weights) shows; "
+                             f"fetch published ones with gfm weights get {value}")
+        return str(found)
+    return str(_path(name, "path", value))
 
 
 def _check_text(value: Any, where: str = "") -> None:

@@ -50,7 +50,7 @@ def list_jobs(svc: State, job_state: Annotated[JobState | None, Query(alias="sta
 def submit(request: JobRequest, svc: State) -> JSONResponse:
     """Check the params (files exist, rasters open, model known), then queue the job."""
     job_type = get_job_type(request.type)
-    params = job_type.validate(request.params, svc.find_model)
+    params = job_type.validate(request.params, svc.resolvers)
     _refuse_second_writer(svc, job_type.writes(params))
     record = svc.store.add(job_type.name, params, job_type.resource_for(params), job_type.resumable)
     svc.dispatcher.note(record.id, f"queued {record.type} job with params {params}")
@@ -118,7 +118,7 @@ def resume(job_id: str, svc: State) -> dict[str, Any]:
         raise HTTPException(409, f"job {job_id} is {record.state}; only an interrupted, failed "
                             "or cancelled job can be resumed")
     try:
-        params = job_type.validate({**record.params, "resume": True}, svc.find_model)
+        params = job_type.validate({**record.params, "resume": True}, svc.resolvers)
     except ParamError as exc:
         raise HTTPException(409, f"cannot resume: {exc}") from exc
     svc.store.requeue(job_id, params, "resumed; waiting for its turn")

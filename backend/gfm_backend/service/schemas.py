@@ -69,6 +69,12 @@ class ModelList(BaseModel):
     models: list[dict[str, Any]]
 
 
+class WeightsList(BaseModel):
+    store: str
+    installed: list[dict[str, Any]]
+    catalog: list[dict[str, Any]]
+
+
 class JobTypeList(BaseModel):
     types: list[dict[str, Any]]
     not_available: dict[str, str]

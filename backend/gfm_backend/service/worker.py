@@ -84,12 +84,18 @@ class _Link:
             self._server_gone()
 
 
-def worker_main(commands: Connection, events: Connection, exit_grace_s: float = 10.0) -> None:
-    """Entry point of a worker process (`multiprocessing` spawn target)."""
+def worker_main(commands: Connection, events: Connection, exit_grace_s: float = 10.0,
+                state_dir: str | None = None) -> None:
+    """Entry point of a worker process (`multiprocessing` spawn target). `state_dir` is the
+    service's: jobs that keep things there (the weights store) find it as `$GFM_STATE_DIR`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is the server's
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if state_dir:
+        from .config import STATE_DIR_ENV
+
+        os.environ[STATE_DIR_ENV] = state_dir
     _setup_logging()
     from .jobs import load_plugins
 

@@ -93,7 +93,8 @@ def finetune(params: FinetuneParams, progress: Progress | None = None) -> dict[s
     The package folder is checked and locked first, so a folder that may not be written
     is refused before any training, and no other job writes it meanwhile."""
     progress = progress or silent()
-    inputs: dict[str, Path | None] = {"labels": params.labels, "encoder": params.encoder}
+    encoder_file = Path(params.encoder) if params.encoder else None
+    inputs: dict[str, Path | None] = {"labels": params.labels, "encoder": encoder_file}
     inputs |= {f"raster {p}": p for p in params.rasters}
     with staged_output(params.out, MODEL, params.overwrite, inputs, last=("model.json",)) as stage:
         report = _finetune(params, stage, progress)

@@ -25,6 +25,7 @@ from ..parameters import (
     Kind,
     ParamError,
     Seed,
+    Sha256,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -68,8 +69,9 @@ class FinetuneParams(JobParams):
         "class named after the layer, e.g. building footprints)")
     out: Annotated[Path, Kind("out_dir")] = Field(description="model package folder to write",
                                                   title="Model folder")
-    encoder: Annotated[Path | None, Kind("path")] = Field(
-        None, description="encoder weights: gfm.pth, Swin checkpoint, model package")
+    encoder: Annotated[StrictStr | None, Kind("weights"), Cli(path_text=True)] = Field(
+        None, description="encoder weights: a name gfm weights list shows, or a file (gfm.pth, "
+        "a Swin checkpoint, a model package)")
     config: Config = Field("base", description="encoder shape when no encoder is given (random init)")
     task: Literal["segmentation", "scene_classification"] = "segmentation"
     unlabeled: Literal["ignore", "background"] = "ignore"
@@ -139,8 +141,9 @@ class PretrainParams(JobParams):
     pile_dir: Annotated[Path, Kind("dir"), Cli(positional=True)] = Field(description="GeoPile folder",
                                                                          title="GeoPile folder")
     out: Annotated[Path, Kind("out_dir")] = Field(description="run folder", title="Run folder")
-    teacher: Annotated[StrictStr | None, Cli(path_text=True)] = Field(  # a path, or "none"
-        None, description="ImageNet-22k Swin checkpoint (the paper's teacher), or 'none' (MIM only)")
+    teacher: Annotated[StrictStr | None, Kind("weights", keywords=("none",)), Cli(path_text=True)] = Field(
+        None, description="ImageNet-22k Swin checkpoint (the paper's teacher): a name gfm weights "
+        "list shows or a file; or 'none' (MIM only)")
     config: Config = "base"
     batch: StrictInt = Field(128, ge=1, le=1_000_000, description="images per step per process",
                              title="Images per step")
@@ -173,3 +176,27 @@ class ExportParams(JobParams):
         description="model package folder")
     out: Annotated[Path | None, Kind("out_file")] = Field(None, description="default: MODEL_DIR/model.onnx")
     overwrite: StrictBool = Field(False, description="replace an existing file at out")
+
+
+class WeightsGetParams(JobParams):
+    """`gfm weights get` / a weights job: download encoder weights into the backend's store."""
+
+    job: ClassVar[str] = "weights"
+    source: Annotated[StrictStr, Cli(positional=True)] = Field(
+        description="a catalog name (gfm weights list) or an http(s) address")
+    name: StrictStr | None = Field(None, description="name to keep them under (default: the "
+                                   "catalog name, or the file's name)")
+    sha256: Sha256 | None = Field(None, description="the SHA-256 the file must have (default: "
+                                  "the published one, where there is one)")
+    mirror: Annotated[StrictStr | None, Cli(aliases=("from",))] = Field(
+        None, description="fetch a catalog entry from this address instead (a mirror)")
+
+
+class WeightsImportParams(JobParams):
+    """`gfm weights import` / a weights-import job: copy a downloaded checkpoint into the store."""
+
+    job: ClassVar[str] = "weights-import"
+    file: Annotated[Path, Kind("path"), Cli(positional=True)] = Field(
+        description="checkpoint file (gfm.pth, a Swin .pth or .safetensors)")
+    name: StrictStr | None = Field(None, description="name to keep it under (default: the "
+                                   "catalog name it is recognised as, or the file's name)")

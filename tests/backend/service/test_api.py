@@ -158,7 +158,7 @@ def _cli_options(command: str, subcommand: str | None) -> dict[str, object]:
         if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
             continue
         if action.option_strings:
-            name = action.option_strings[-1].lstrip("-").replace("-", "_")
+            name = action.option_strings[0].lstrip("-").replace("-", "_")  # [1:]: aliases
         else:
             name = (action.metavar or action.dest).lower()
         default = action.default
@@ -167,12 +167,14 @@ def _cli_options(command: str, subcommand: str | None) -> dict[str, object]:
     return out
 
 
-@pytest.mark.parametrize("command", ["classify", "finetune", "export", "geopile build", "pretrain"])
+@pytest.mark.parametrize("command", ["classify", "finetune", "export", "geopile build", "pretrain",
+                                     "weights get", "weights import"])
 def test_job_params_are_the_cli_options(command):
     """Same names and defaults as the `gfm` command, so a new CLI option is not forgotten."""
     command, _, subcommand = command.partition(" ")
     cli = _cli_options(command, subcommand or None)
-    service = get_job_type(command).params.exposed()
+    job_type = {"get": "weights", "import": "weights-import"}.get(subcommand, command)
+    service = get_job_type(job_type).params.exposed()
     renamed = {"raster": "rasters"} if command == "finetune" else {}
     assert {renamed.get(k, k) for k in cli} == set(service)
     for name, default in cli.items():
