@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,13 @@ class BackendClient:
     def models(self) -> list[dict]:
         """Model packages: `name`, `path`, `model` (its model.json), `has_onnx`..."""
         return self._request("GET", "/models")["models"]
+
+    def weights(self) -> dict:
+        """`installed` weights (name, what, role, size, sha256, path) and the `catalog`."""
+        return self._request("GET", "/weights")
+
+    def remove_weights(self, name: str) -> dict:
+        return self._request("DELETE", f"/weights/{urllib.parse.quote(name, safe='')}")
 
     def submit(self, job_type: str, params: dict) -> str:
         return self._request("POST", "/jobs", {"type": job_type, "params": params})["id"]

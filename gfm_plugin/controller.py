@@ -36,6 +36,7 @@ class GfmController:
         d.settings_button.clicked.connect(self.edit_settings)
         d.pretrain_button.clicked.connect(self.open_pretrain_dialog)
         d.resume_button.clicked.connect(self.resume_selected)
+        d.get_weights_button.clicked.connect(self.open_weights)
         if iface is not None and iface.activeLayer() is not None:
             if isinstance(iface.activeLayer(), QgsRasterLayer):
                 d.raster_combo.setLayer(iface.activeLayer())
@@ -65,7 +66,61 @@ class GfmController:
             self.dock.set_status(f"backend not available: {exc}", ok=False)
             return False
         self.refresh_models()
+        self.refresh_encoders()
+        self._offer_upgrade()
         return True
+
+    def _offer_upgrade(self) -> None:
+        """A local backend older or newer than the plugin: offer Set up backend, which
+        installs the plugin's own version."""
+        from . import __version__ as plugin_version
+
+        try:
+            backend_version = self.client.health().get("version") if self.client else None
+        except BackendError:
+            return
+        if self.settings.mode != "local" or backend_version in (None, plugin_version):
+            return
+        from qgis.PyQt.QtWidgets import QPushButton
+
+        bar = self.iface.messageBar()
+        item = bar.createMessage(TITLE, f"the backend is version {backend_version}, the plugin "
+                                 f"{plugin_version}: set up the backend again to upgrade it")
+        button = QPushButton("Set up backend…")
+        button.clicked.connect(self.open_setup)
+        item.layout().addWidget(button)
+        bar.pushWidget(item, Qgis.Warning, 0)
+
+    def refresh_encoders(self) -> None:
+        if self.client is None:
+            return
+        try:
+            installed = self.client.weights()["installed"]
+            cpu_only = self.client.health().get("default_device", "cpu") == "cpu"
+        except BackendError as exc:
+            self.error(f"could not list the backend's weights: {exc}")
+            return
+        self.dock.set_encoders(installed, cpu_only)
+
+    def open_weights(self) -> None:
+        from .weights_dialog import WeightsDialog
+
+        client = self._client()
+        if client is not None:
+            WeightsDialog(client, self.run_job, self.refresh_encoders, self.dock).exec_()
+
+    def open_setup(self) -> None:
+        """Set up backend: install it into a venv of its own, then use and start it."""
+        from .setup_dialog import SetupDialog
+
+        def installed(python: str) -> None:
+            self.settings.python = python
+            self.settings.mode = "local"
+            self.settings.save()
+            self.client = None
+            self.connect(start=True)
+
+        SetupDialog(self.settings.state_dir, installed, self.dock).exec_()
 
     def edit_settings(self) -> None:
         from .settings_dialog import SettingsDialog
@@ -246,11 +301,7 @@ class GfmController:
                 return None
         params = {"rasters": [raster_path], "labels": labels_path, "out": out,
                   "overwrite": (Path(out) / "model.json").exists(),
-                  "config": self.dock.config_combo.currentData(),
-                  "epochs": self.dock.epochs_spin.value()}
-        encoder = self.dock.encoder_file.filePath().strip()
-        if encoder:
-            params["encoder"] = encoder
+                  "epochs": self.dock.epochs_spin.value(), **self.dock.encoder_params()}
         field = self.dock.field_combo.currentField()
         if field:
             params["class_field"] = field

@@ -126,10 +126,17 @@ class GfmDock(QDockWidget):
         self.model_name_edit.setPlaceholderText("new model name")
         tl.addWidget(self.model_name_edit)
         tl.addLayout(self._training_options())
+        encoder_row = QHBoxLayout()
+        self.get_weights_button = QPushButton("Get weights…")
+        self.get_weights_button.setToolTip("Download or import pretrained encoders (gfm.pth, "
+                                           "the ImageNet-22k Swin-B) into the backend")
+        encoder_row.addWidget(QLabel("Encoder"))
+        encoder_row.addWidget(self.get_weights_button)
+        tl.addLayout(encoder_row)
+        tl.addWidget(self.config_combo)
         self.encoder_file = QgsFileWidget()
         self.encoder_file.setFilter("Checkpoints (*.pth *.pt *.bin *.safetensors)")
-        self.encoder_file.setToolTip("Encoder weights: the official gfm.pth, an ImageNet-22k Swin, ...")
-        tl.addWidget(QLabel("Encoder checkpoint (optional)"))
+        self.encoder_file.setToolTip("Or a checkpoint file: used instead of the choice above")
         tl.addWidget(self.encoder_file)
         self.finetune_button = QPushButton("Fine-tune")
         tl.addWidget(self.finetune_button)
@@ -137,15 +144,17 @@ class GfmDock(QDockWidget):
 
     def _training_options(self) -> QHBoxLayout:
         options = QHBoxLayout()
-        self.config_combo = QComboBox()
-        self.config_combo.addItem("GFM Swin-B (base)", "base")
-        self.config_combo.addItem("tiny (fast on a CPU)", "tiny")
-        self.config_combo.setToolTip("Encoder shape when no encoder checkpoint is given")
+        self.config_combo = QComboBox()  # the encoder: installed weights, then random init
+        self._encoder_chosen = False  # by the user: a refresh keeps it; else the best default
+        self.config_combo.activated.connect(lambda _i: setattr(self, "_encoder_chosen", True))
+        self.set_encoders([], cpu_only=True)
+        self.config_combo.setToolTip("The encoder to fine-tune: pretrained weights the backend "
+                                     "has (Get weights…), or a randomly initialised Swin")
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 500)
         self.epochs_spin.setValue(30)
         self.epochs_spin.setPrefix("epochs ")
-        options.addWidget(self.config_combo, 1)
+        options.addStretch(1)
         options.addWidget(self.epochs_spin)
         return options
 
@@ -182,6 +191,26 @@ class GfmDock(QDockWidget):
         idx = max(0, self.model_combo.findData(current)) if current else 0
         self.model_combo.setCurrentIndex(idx)
         self.show_classes()
+
+    def set_encoders(self, installed: list[dict], cpu_only: bool) -> None:
+        """Installed weights by what they are, then the random-init shapes; the best default."""
+        from .encoders import choices
+
+        current = self.config_combo.currentData() if self._encoder_chosen else None
+        items, default = choices(installed, cpu_only)
+        self.config_combo.clear()
+        for text, data in items:
+            self.config_combo.addItem(text, data)
+        index = self.config_combo.findData(current) if current else -1
+        self.config_combo.setCurrentIndex(index if index >= 0 else default)
+
+    def encoder_params(self) -> dict:
+        """The fine-tune params the encoder choice gives (`encoder` or `config`)."""
+        path = self.encoder_file.filePath().strip()
+        if path:
+            return {"encoder": path}
+        kind, value = self.config_combo.currentData() or ("config", "tiny")
+        return {"encoder": value} if kind == "weights" else {"config": value}
 
     def current_model(self) -> dict | None:
         return self.model_combo.currentData()

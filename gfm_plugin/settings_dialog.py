@@ -6,7 +6,9 @@ from qgis.PyQt.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
+    QHBoxLayout,
     QLineEdit,
+    QPushButton,
     QRadioButton,
     QVBoxLayout,
 )
@@ -24,7 +26,14 @@ class SettingsDialog(QDialog):
         self.remote = QRadioButton("Connect to a running backend (e.g. a GPU workstation)")
         form = QFormLayout()
         self.python = QLineEdit(settings.python)
-        self.python.setPlaceholderText("…/.venv/bin/python (where `gfm` is installed)")
+        self.python.setPlaceholderText("the backend's Python: Set up backend… makes one")
+        self.setup_button = QPushButton("Set up backend…")
+        self.setup_button.setToolTip("Install the backend that came with the plugin into a "
+                                     "Python environment of its own")
+        self.setup_button.clicked.connect(self.set_up)
+        python_row = QHBoxLayout()
+        python_row.addWidget(self.python, 1)
+        python_row.addWidget(self.setup_button)
         self.state_dir = QLineEdit(settings.state_dir)
         self.models_dir = QLineEdit(settings.models_dir)
         self.models_dir.setPlaceholderText("where fine-tuned models are written")
@@ -32,7 +41,7 @@ class SettingsDialog(QDialog):
         self.url.setPlaceholderText("http://127.0.0.1:8765")
         self.token = QLineEdit(settings.token)
         self.token.setEchoMode(QLineEdit.Password)
-        form.addRow("Python", self.python)
+        form.addRow("Python", python_row)
         form.addRow("State folder", self.state_dir)
         form.addRow("Models folder", self.models_dir)
         form.addRow("URL", self.url)
@@ -45,6 +54,12 @@ class SettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         (self.remote if settings.mode == "remote" else self.local).setChecked(True)
+
+    def set_up(self) -> None:
+        from .setup_dialog import SetupDialog
+
+        SetupDialog(self.state_dir.text().strip() or self.settings.state_dir,
+                    self.python.setText, self).exec_()
 
     def result_settings(self) -> BackendSettings:
         return BackendSettings(

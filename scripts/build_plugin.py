@@ -24,14 +24,17 @@ ALLOWED = {".py", ".svg", ".png", ".qml", ".txt", ".md", ".ui", ".json"}
 BACKEND_ALLOWED = {".py", ".typed", ".md", ".toml"}
 
 
-def versions() -> tuple[str, str, str]:
-    """The plugin's, the backend package's and the backend module's version."""
+def versions() -> tuple[str, str, str, str]:
+    """The plugin's (metadata.txt and its module), the backend package's and module's version."""
     meta = configparser.ConfigParser()
     meta.read(REPO / "metadata.txt")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     module = re.search(r'__version__ = "([^"]+)"',
                        (REPO / "backend" / "gfm_backend" / "__init__.py").read_text(encoding="utf-8"))
-    return meta["general"]["version"], project["version"], module.group(1) if module else "?"
+    plugin = re.search(r'__version__ = "([^"]+)"',
+                       (REPO / "gfm_plugin" / "__init__.py").read_text(encoding="utf-8"))
+    return (meta["general"]["version"], plugin.group(1) if plugin else "?", project["version"],
+            module.group(1) if module else "?")
 
 
 def _add_backend(zf: zipfile.ZipFile) -> None:
@@ -45,10 +48,11 @@ def _add_backend(zf: zipfile.ZipFile) -> None:
 
 
 def build(out_dir: Path = REPO / "dist") -> Path:
-    version, backend_version, module_version = versions()
-    if len({version, backend_version, module_version}) != 1:
-        raise SystemExit(f"versions differ: plugin {version}, backend package {backend_version}, "
-                         f"gfm_backend {module_version}; release them together")
+    version, plugin_module, backend_version, module_version = versions()
+    if len({version, plugin_module, backend_version, module_version}) != 1:
+        raise SystemExit(f"versions differ: plugin {version} (gfm_plugin {plugin_module}), backend "
+                         f"package {backend_version}, gfm_backend {module_version}; release them "
+                         "together")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"gfm_plugin-{version}.zip"
     tmp = target.with_suffix(".zip.partial")

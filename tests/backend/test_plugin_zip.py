@@ -43,9 +43,9 @@ def test_plugin_and_backend_are_released_together(tmp_path, monkeypatch):
 
     from scripts import build_plugin
 
-    plugin, package, module = build_plugin.versions()
-    assert plugin == package == module == __version__
-    monkeypatch.setattr(build_plugin, "versions", lambda: ("0.2.0", "0.1.0", "0.1.0"))
+    plugin, plugin_module, package, module = build_plugin.versions()
+    assert plugin == plugin_module == package == module == __version__
+    monkeypatch.setattr(build_plugin, "versions", lambda: ("0.2.0", "0.2.0", "0.1.0", "0.1.0"))
     with pytest.raises(SystemExit, match="versions differ"):
         build_plugin.build(tmp_path)
     assert not list(tmp_path.iterdir())  # nothing half-built
