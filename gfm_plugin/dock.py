@@ -209,7 +209,7 @@ class GfmDock(QDockWidget):
         path = self.encoder_file.filePath().strip()
         if path:
             return {"encoder": path}
-        kind, value = self.config_combo.currentData() or ("config", "tiny")
+        kind, _, value = (self.config_combo.currentData() or "config:tiny").partition(":")
         return {"encoder": value} if kind == "weights" else {"config": value}
 
     def current_model(self) -> dict | None:

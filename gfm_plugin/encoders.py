@@ -8,8 +8,8 @@ labels). Each choice is (label, data): data ("weights", NAME) or ("config", base
 from __future__ import annotations
 
 RANK = {"student": 0, "teacher": 1, "run": 2, "encoder": 3}
-RANDOM = [("Swin-B, random init (slow on a CPU, needs many labels)", ("config", "base")),
-          ("tiny, random init", ("config", "tiny"))]
+RANDOM = [("Swin-B, random init (slow on a CPU, needs many labels)", "config:base"),
+          ("tiny, random init", "config:tiny")]
 
 
 def label(record: dict) -> str:
@@ -23,9 +23,9 @@ def label(record: dict) -> str:
     return f"{record['name']}: {record.get('what', 'encoder')}"
 
 
-def choices(installed: list[dict], cpu_only: bool) -> tuple[list[tuple[str, tuple[str, str]]], int]:
+def choices(installed: list[dict], cpu_only: bool) -> tuple[list[tuple[str, str]], int]:
     """The combo's items and the index of the default."""
     ranked = sorted(installed, key=lambda r: (RANK.get(r.get("role", ""), 9), r.get("name", "")))
-    items = [(label(r), ("weights", r["name"])) for r in ranked] + RANDOM
+    items = [(label(r), f"weights:{r['name']}") for r in ranked] + RANDOM
     default = 0 if ranked else (len(items) - 1 if cpu_only else 0)
     return items, default

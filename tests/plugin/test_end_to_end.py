@@ -88,7 +88,7 @@ def test_finetune_from_drawn_labels_registers_a_model(plugin, backend_outputs, i
         g["class"] = f["class"]
         assert labels.addFeature(g)
     plugin.dock.model_name_edit.setText("drawn-model")
-    plugin.dock.config_combo.setCurrentIndex(plugin.dock.config_combo.findData(("config", "tiny")))
+    plugin.dock.config_combo.setCurrentIndex(plugin.dock.config_combo.findData("config:tiny"))
     plugin.dock.epochs_spin.setValue(1)
     plugin.dock.field_combo.setField("class")
     task = plugin.finetune_current()
