@@ -32,9 +32,11 @@ class SetupDialog(QDialog):
         self.on_installed = on_installed
         self.task: InstallerTask | None = None
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Creates a Python environment of its own for the GFM backend "
-                                "(QGIS's Python is not touched) and installs the backend that "
-                                "came with the plugin, with torch built for this machine."))
+        intro = QLabel("Creates a Python environment of its own for the GFM backend (QGIS's "
+                       "Python is not touched) and installs the backend that came with the "
+                       "plugin, with torch built for this machine.")
+        intro.setWordWrap(True)
+        layout.addWidget(intro)
         form = QFormLayout()
         self.venv = QLineEdit(str(default_venv_dir(state_dir)))
         self.python = QLineEdit()

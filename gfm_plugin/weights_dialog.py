@@ -29,7 +29,7 @@ RunJob = Callable[[str, str, dict, Callable[[dict], None]], object]
 
 def _size(record: dict) -> str:
     size = record.get("size")
-    return f"{size / 1e6:,.0f} MB" if size else "size not published"
+    return f"{size / 1e6:,.0f} MB" if size else "not published"
 
 
 class WeightsDialog(QDialog):
@@ -46,8 +46,9 @@ class WeightsDialog(QDialog):
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["name", "what", "size", "status"])
         self.tree.setRootIsDecorated(False)
-        self.tree.setColumnWidth(0, 150)
-        self.tree.setColumnWidth(1, 380)
+        self.tree.setColumnWidth(0, 140)
+        self.tree.setColumnWidth(1, 400)
+        self.tree.setColumnWidth(2, 120)
         layout.addWidget(self.tree, 1)
         self.note = QLabel("")
         self.note.setWordWrap(True)
@@ -79,13 +80,14 @@ class WeightsDialog(QDialog):
         self.where.setText(f"Weights of the backend at {self.client.connection.url}, kept in "
                            f"{listing['store']}")
         self.tree.clear()
-        installed = {r.get("catalog") for r in listing["installed"]}
+        installed = {r.get("catalog") for r in listing["installed"]} | {
+            r["name"] for r in listing["installed"]}  # a name taken hides its catalog row
         for record in listing["installed"]:
             self._add(record["name"], record.get("title") or record.get("what", ""),
                       _size(record), "installed", {"installed": record})
         for entry in listing["catalog"]:
             if entry["name"] not in installed:
-                status = "download" if entry.get("url") else "from its web page, then Import"
+                status = "download" if entry.get("url") else "web page, then Import"
                 self._add(entry["name"], entry["title"], _size(entry), status, {"catalog": entry})
         self._selected()
 
@@ -109,7 +111,7 @@ class WeightsDialog(QDialog):
                               f"{entry['citation']}. Published at {entry['page']}")
         elif record:
             self.note.setText(f"{record['what']} ({record.get('shape', '')}); SHA-256 "
-                              f"{record['sha256']}; from {record['source']}")
+                              f"{record['sha256']}; source: {record['source']}")
         else:
             self.note.setText("")
 

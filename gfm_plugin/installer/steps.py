@@ -94,6 +94,7 @@ class Installer:
     choice: TorchChoice | None = None
     _process: subprocess.Popen | None = None
     _last_error: list[str] = field(default_factory=list)
+    _span: tuple[float, float, str] = (0.0, 1.0, "")
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -108,8 +109,10 @@ class Installer:
             (0.00, "finding Python", self._find_python), (0.04, "choosing torch", self._choose),
             (0.06, "checking disk space", self._space), (0.08, "virtual environment", self._make_venv),
             (0.15, "torch", self._torch), (0.70, "GFM backend", self._backend)]
-        for fraction, title, step in steps:
+        ends = [fraction for fraction, _, _ in steps[1:]] + [0.95]
+        for (fraction, title, step), end in zip(steps, ends, strict=True):
             self._check_cancel()
+            self._span = (fraction, end, title)
             self.progress(fraction, title)
             step()
         self.progress(0.95, "checking the installation")
@@ -230,6 +233,7 @@ class Installer:
         """Run a tool, its output line by line to the log; cancellable; errors explained."""
         self.log("$ " + " ".join(argv))
         tail: deque[str] = deque(maxlen=25)
+        count = 0
         lines: queue.Queue[str | None] = queue.Queue()
         self._process = _start(argv)
         threading.Thread(target=_pump, args=(self._process, lines), daemon=True).start()
@@ -244,6 +248,9 @@ class Installer:
                 break
             tail.append(line)
             self.log(line)
+            lo, hi, title = self._span  # each line of pip's moves the bar a little, never past
+            count += 1
+            self.progress(lo + (hi - lo) * (1 - 0.97 ** count), title)
         code = self._process.wait()
         self._process = None
         self._check_cancel()

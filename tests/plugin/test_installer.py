@@ -133,3 +133,15 @@ def test_torch_build_for_the_machine(system, machine, driver, reachable, build, 
                     is_reachable=lambda url: reachable)
     assert (choice.build, choice.index_url) == (build, index), choice.reason
     assert choice.reason
+
+
+def test_a_full_disk_is_refused_before_anything_is_written(tmp_path, monkeypatch) -> None:
+    from gfm_plugin.installer import steps
+    from gfm_plugin.installer.torch_build import TorchChoice
+
+    monkeypatch.setitem(steps.NEEDED_GB, "cpu", 1e9)
+    installer = Installer(venv=tmp_path / "venv", python=sys.executable)
+    installer.choice = TorchChoice("cpu", None, "test")
+    with pytest.raises(InstallError, match="not enough disk space in .*GB free, the backend needs"):
+        installer._space()
+    assert not (tmp_path / "venv").exists()

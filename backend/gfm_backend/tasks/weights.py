@@ -29,7 +29,7 @@ def list_weights(store: WeightsStore | None = None) -> dict[str, Any]:
     """What is installed, and what the catalog offers (marked where installed)."""
     store = store or WeightsStore.default()
     installed = store.records()
-    names = {r.get("catalog") for r in installed}
+    names = {r.get("catalog") for r in installed} | {r["name"] for r in installed}
     return {"store": str(store.root), "installed": installed,
             "catalog": [e.describe() | {"installed": e.name in names} for e in CATALOG]}
 
@@ -143,7 +143,9 @@ def import_weights(params: WeightsImportParams, progress: Progress,
         digest = sha256_of(staged, progress)
         record = _record(source.name, staged.stat().st_size, digest, f"imported from {source}",
                          identity, entry, checked=False)
-        return store.install(name, staged, record)
+        installed = store.install(name, staged, record)
+        progress(1.0, f"installed {name}")
+        return installed
     finally:
         staged.unlink(missing_ok=True)
 
