@@ -294,3 +294,17 @@ def test_layer_without_a_file_is_exported_first(plugin, backend_outputs, iface):
     wait_for(task)
     assert task.info["state"] == "succeeded", task.error
     assert QgsProject.instance().layerTreeRoot().findGroup("in memory") is not None
+
+
+def test_a_backend_of_another_version_is_offered_an_upgrade(plugin, iface, monkeypatch):
+    import gfm_plugin
+
+    bar = iface.messageBar()
+    bar.createMessage.reset_mock()
+    assert plugin.connect(start=True)
+    assert not bar.createMessage.call_args_list  # same version: nothing to offer
+    monkeypatch.setattr(gfm_plugin, "__version__", "9.9.9")
+    assert plugin.connect(start=True)
+    (call,) = bar.createMessage.call_args_list
+    assert "the plugin 9.9.9: set up the backend again to upgrade it" in call.args[1]
+    assert bar.pushWidget.called
