@@ -15,6 +15,7 @@ import math
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from timm.models import adapt_input_conv
+from timm.models.swin_transformer import checkpoint_filter_fn as swin_checkpoint_filter
 from torch.nn.modules.module import _IncompatibleKeys
 
 from ..atomic import atomic_path
@@ -38,6 +40,7 @@ PACKAGE_WEIGHTS = "model.safetensors"
 WRAPPER_KEYS = ("model", "state_dict", "module")
 _PATCH_KEY = "patch_embed.proj.weight"
 _BUFFERS = ("attn_mask", "relative_position_index")  # recomputed by the model, never loaded
+_TABLE = "relative_position_bias_table"
 _BLOCK_RE = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
 _MASK_RE = re.compile(r"^layers\.(\d+)\.blocks\.\d+\.attn_mask$")
 
@@ -206,24 +209,38 @@ def is_microsoft_layout(sub: Mapping[str, Any]) -> bool:
     return "layers.0.downsample.reduction.weight" in sub
 
 
-def _to_timm(sub: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm's key layout. timm's own `checkpoint_filter_fn` does this renaming too, but it
-    needs the target model first and resizes bias tables its own way; here the architecture
-    is read off the checkpoint before any model exists, and tables are resized bicubically
-    as the official GFM code does (`load_state_dict_into`)."""
-    microsoft = is_microsoft_layout(sub)
-    out = {}
+def to_timm_layout(sub: Mapping[str, torch.Tensor], encoder: SwinEncoder) -> dict[str, torch.Tensor]:
+    """The weights of one encoder (prefix removed) in the key layout of `encoder` (timm's).
+
+    timm's own `checkpoint_filter_fn` does the renaming (Microsoft Swins merge patches at
+    the end of a stage, timm at the start of the next) and drops the buffers the model
+    recomputes. Relative position tables are resized first, bicubically as the official
+    GFM code does (`resize_bias_table`), so that timm's different resize never runs; the
+    mask token and classifier heads are not part of an encoder.
+    """
+    own = encoder.state_dict()
+    sized = {}
     for key, value in sub.items():
-        if key.rsplit(".", 1)[-1] in _BUFFERS or key == "mask_token" or key.startswith("head."):
-            continue
-        if microsoft:
-            key = re.sub(
-                r"^layers\.(\d+)\.downsample\.",
-                lambda m: f"layers.{int(m.group(1)) + 1}.downsample.",
-                key,
-            )
-        out[key] = value
-    return out
+        target = own.get(key)
+        if key.endswith(_TABLE) and target is not None and _resizable(value, target):
+            value = resize_bias_table(value, (math.isqrt(target.shape[0]) + 1) // 2)
+        sized[key] = value
+    with warnings.catch_warnings():  # timm warns when it resamples a patch embedding
+        warnings.simplefilter("ignore")
+        renamed = swin_checkpoint_filter(sized, encoder)
+    return {k: v for k, v in renamed.items()
+            if k != "mask_token" and not k.startswith("head.") and k.rsplit(".", 1)[-1] not in _BUFFERS}
+
+
+def _resizable(value: torch.Tensor, target: torch.Tensor) -> bool:
+    return (value.ndim == 2 and value.shape != target.shape and value.shape[1] == target.shape[1]
+            and math.isqrt(value.shape[0]) ** 2 == value.shape[0])
+
+
+def _shape_only_encoder(config: EncoderConfig) -> SwinEncoder:
+    """An encoder with no storage behind its tensors: all timm's filter needs to read."""
+    with torch.device("meta"):
+        return build_encoder(config, init_weights=False)
 
 
 def encoder_state_dict(
@@ -236,7 +253,8 @@ def encoder_state_dict(
     (`attn_mask`, `relative_position_index`), classifier heads and the mask token
     are dropped; Microsoft-layout patch merging moves to the start of the next stage.
     """
-    return _to_timm(_select(sd, _pick_prefix(sd, prefix, source)))
+    sub = _select(sd, _pick_prefix(sd, prefix, source))
+    return to_timm_layout(sub, _shape_only_encoder(infer_config(sub, source=source)))
 
 
 def infer_config(
@@ -306,14 +324,7 @@ def load_state_dict_into(
     weights = dict(sd)
     for key, value in sd.items():
         target = own.get(key)
-        if (
-            key.endswith("relative_position_bias_table")
-            and target is not None
-            and value.ndim == 2
-            and value.shape != target.shape
-            and value.shape[1] == target.shape[1]
-            and math.isqrt(value.shape[0]) ** 2 == value.shape[0]
-        ):
+        if key.endswith(_TABLE) and target is not None and _resizable(value, target):
             weights[key] = resize_bias_table(value, (math.isqrt(target.shape[0]) + 1) // 2)
     try:
         result = encoder.load_state_dict(weights, strict=False)
@@ -367,7 +378,7 @@ def load_encoder(
             raise InputError(source, f"has an unreadable '{CONFIG_METADATA_KEY}': {exc}") from None
     else:
         config = infer_config(sub, source=source)
-    weights = _to_timm(sub)
+    weights = dict(sub)
     try:
         config = config.with_input(img_size, window_size)
         if in_chans is not None and in_chans != config.in_chans:
@@ -376,7 +387,7 @@ def load_encoder(
     except ValueError as exc:
         raise InputError(source, f"cannot build the encoder: {exc}") from None
     encoder = build_encoder(config, drop_path_rate=drop_path_rate, init_weights=False)
-    load_state_dict_into(encoder, weights, strict=strict, source=source)
+    load_state_dict_into(encoder, to_timm_layout(weights, encoder), strict=strict, source=source)
     return encoder
 
 
