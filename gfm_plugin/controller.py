@@ -9,6 +9,7 @@ from pathlib import Path
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 from . import layers
+from .backend_process import find_running
 from .client import BackendClient, BackendError
 from .connection import describe, get_client
 from .settings import BackendSettings
@@ -37,6 +38,7 @@ class GfmController:
         d.pretrain_button.clicked.connect(self.open_pretrain_dialog)
         d.resume_button.clicked.connect(self.resume_selected)
         d.get_weights_button.clicked.connect(self.open_weights)
+        d.labels_combo.layerChanged.connect(self._preselect_class_field)
         if iface is not None and iface.activeLayer() is not None:
             if isinstance(iface.activeLayer(), QgsRasterLayer):
                 d.raster_combo.setLayer(iface.activeLayer())
@@ -44,6 +46,14 @@ class GfmController:
     # -- messages ----------------------------------------------------------------
     def info(self, text: str) -> None:
         self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Info, duration=8)
+
+    def warn(self, text: str) -> None:
+        self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Warning, duration=0)
+
+    def show_warnings(self, title: str, info: dict) -> None:
+        """The backend's warnings (pixel-size mismatch, no validation polygons) reach the user."""
+        for warning in (info.get("outputs") or {}).get("warnings") or []:
+            self.warn(f"{title}: {warning}")
 
     def error(self, text: str) -> None:
         self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Critical, duration=0)
@@ -69,6 +79,28 @@ class GfmController:
         self.refresh_encoders()
         self._offer_upgrade()
         return True
+
+    def connect_at_startup(self) -> None:
+        """Connect when a backend is known (a running local one, or a configured URL),
+        without starting one: QGIS opens quickly, and the Jobs list shows the history."""
+        local = self.settings.mode == "local"
+        if (local and find_running(self.settings.state_dir) is None) or (not local and not self.settings.url):
+            return
+        if self.connect(start=False):
+            self.load_jobs()
+
+    def load_jobs(self) -> None:
+        """The backend's job history into the Jobs list (oldest first, newest on top)."""
+        if self.client is None:
+            return
+        try:
+            jobs = self.client.jobs()
+        except BackendError:
+            return
+        for job in reversed(jobs):
+            self.dock.job_row(job["id"], _job_title(job))
+            self.dock.update_job(job["id"], job.get("state", "?"), float(job.get("progress") or 0.0),
+                                 job.get("message") or "")
 
     def _offer_upgrade(self) -> None:
         """A local backend older or newer than the plugin: offer Set up backend, which
@@ -133,6 +165,13 @@ class GfmController:
             self.connect(start=self.settings.mode == "local")
 
     def _client(self) -> BackendClient | None:
+        """A client that answers now: a local backend restarted on another port (by
+        Processing, or after a crash) is found again through its server.json."""
+        if self.client is not None:
+            try:
+                self.client.health()
+            except BackendError:
+                self.client = None
         if self.client is None and not self.connect(start=True):
             self.error(self.dock.status.text())
             return None
@@ -230,6 +269,7 @@ class GfmController:
         def loaded(info: dict) -> None:
             layers.add_classify_results((info.get("outputs") or {}).get("files") or out, name)
             self.info(f"classified {name}: results added to the group {name!r}")
+            self.show_warnings(f"Classify {name}", info)
 
         return self.run_job(f"Classify {name}", "classify", params, loaded)
 
@@ -254,8 +294,9 @@ class GfmController:
         crs = raster.crs() if raster is not None else QgsProject.instance().crs()
         folder = QgsProject.instance().homePath() or tempfile.mkdtemp(prefix="gfm-labels-")
         path = _unique(Path(folder) / "gfm_labels.gpkg")
-        classes = [c.strip() for c in self.dock.class_name_edit.text().split(",") if c.strip()]
+        classes = _class_names(self.dock.class_name_edit.text())
         layer = layers.create_labels_layer(str(path), crs, classes)
+        self.dock.class_name_edit.clear()
         self.dock.labels_combo.setLayer(layer)
         self.dock.field_combo.setField(layers.LABEL_FIELD)
         if self.iface is not None:
@@ -264,15 +305,21 @@ class GfmController:
         return layer
 
     def add_class(self) -> None:
+        """Add the typed class names (comma-separated) to the labels layer's drop-down."""
         layer = self.dock.labels_combo.currentLayer()
-        name = self.dock.class_name_edit.text().strip()
-        if layer is None or not name:
-            self.error("pick the training-labels layer and type a class name")
+        names = _class_names(self.dock.class_name_edit.text())
+        if layer is None or not names:
+            self.error("pick the training-labels layer and type a class name (several: "
+                       "separated by commas)")
             return
         classes = layers.label_classes(layer)
-        if name not in classes:
-            layers.set_label_classes(layer, classes + [name])
+        layers.set_label_classes(layer, classes + [n for n in names if n not in classes])
         self.dock.class_name_edit.clear()
+
+    def _preselect_class_field(self, layer) -> None:
+        if isinstance(layer, QgsVectorLayer):
+            self.dock.field_combo.setLayer(layer)
+            self.dock.field_combo.setField(layers.class_field_for(layer) or "")
 
     def finetune_current(self) -> BackendJobTask | None:
         raster = self.dock.raster_combo.currentLayer()
@@ -305,12 +352,14 @@ class GfmController:
         field = self.dock.field_combo.currentField()
         if field:
             params["class_field"] = field
+        problem = layers.class_problem(labels, field or None)
+        if problem and not self.confirm(f"{problem}. Train anyway?"):
+            return None
 
         def registered(info: dict) -> None:
             self.refresh_models()
-            per_class = ((info.get("outputs") or {}).get("validation") or {}).get("iou") or {}
-            iou = ", ".join(f"{k} {v:.2f}" for k, v in per_class.items() if v is not None)
-            self.info(f"model {name} trained; IoU per class: {iou or 'n/a'}")
+            self.info(f"model {name} trained; IoU per class: {_iou_text(info)}")
+            self.show_warnings(f"Fine-tune {name}", info)
 
         return self.run_job(f"Fine-tune {name}", "finetune", params, registered)
 
@@ -337,6 +386,30 @@ class GfmController:
 
         return self.run_job(f"GeoPile {Path(req.src_folder).name}", "geopile",
                             {"src_folder": req.src_folder, "out": req.pile_dir}, built)
+
+
+def _job_title(job: dict) -> str:
+    params = job.get("params") or {}
+    target = params.get("out") or params.get("raster") or params.get("source") or ""
+    return f"{job.get('type', 'job')} {Path(str(target)).name}".strip()
+
+
+def _class_names(text: str) -> list[str]:
+    """'Building, Hydro,, Road' -> ['Building', 'Hydro', 'Road'] (empty names dropped)."""
+    names: list[str] = []
+    for part in text.split(","):
+        if part.strip() and part.strip() not in names:
+            names.append(part.strip())
+    return names
+
+
+def _iou_text(info: dict) -> str:
+    """Per-class IoU; a class with no validation pixels says so instead of a zero."""
+    validation = (info.get("outputs") or {}).get("validation") or {}
+    per_class = validation.get("iou") or {}
+    parts = [f"{k} {v:.2f}" if v is not None else f"{k} n/a (no validation polygons)"
+             for k, v in per_class.items()]
+    return ", ".join(parts) or "n/a (no validation polygons)"
 
 
 def _safe(name: str) -> str:

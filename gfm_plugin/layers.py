@@ -10,17 +10,21 @@ import os
 from pathlib import Path
 
 from qgis.core import (
+    QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransformContext,
+    QgsDefaultValue,
     QgsEditorWidgetSetup,
     QgsField,
     QgsFields,
+    QgsFillSymbol,
     QgsLayerTreeGroup,
     QgsProject,
     QgsRasterFileWriter,
     QgsRasterLayer,
     QgsRasterPipe,
     QgsRectangle,
+    QgsRendererCategory,
     QgsVectorFileWriter,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -29,6 +33,38 @@ from qgis.PyQt.QtCore import QVariant
 
 LABEL_FIELD = "class"
 FILE_PROVIDERS = {"gdal"}
+KEY_NAMES = {"fid", "id", "ogc_fid", "objectid", "gid", "pk"}
+LABEL_PALETTE = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a6cee3", "#a65628",
+                 "#f781bf", "#999999", "#ffff33")
+
+
+def class_field_for(layer: QgsVectorLayer) -> str | None:
+    """The field that most likely holds each polygon's class: `class` when there is one,
+    else the first text field, else the first integer field; never the primary key."""
+    fields = layer.fields()
+    keys = set(layer.primaryKeyAttributes())
+    usable = [f for i, f in enumerate(fields) if i not in keys and f.name().lower() not in KEY_NAMES]
+    for field in usable:
+        if field.name().lower() == LABEL_FIELD:
+            return field.name()
+    texts = [f for f in usable if f.type() == QVariant.String]
+    ints = [f for f in usable if f.type() in (QVariant.Int, QVariant.LongLong, QVariant.UInt)]
+    chosen = texts or ints
+    return chosen[0].name() if chosen else None
+
+
+def class_problem(layer: QgsVectorLayer, field: str | None) -> str | None:
+    """Why training on `field` would not give the classes the analyst means, if it would not."""
+    count = layer.featureCount()
+    if not field:
+        return (f"no class field is chosen: all {count} polygons of {layer.name()} become one "
+                "class (e.g. building footprints against nothing else)")
+    values = {f[field] for f in layer.getFeatures()}
+    if len(values) == 1:
+        return f"every polygon has the same {field} ({next(iter(values))!r}): a single class"
+    if count > 2 and len(values) == count:
+        return f"every polygon has its own {field}: {count} classes of one polygon each"
+    return None
 
 
 def raster_file_path(layer: QgsRasterLayer) -> str | None:
@@ -73,6 +109,14 @@ def export_raster_extent(layer: QgsRasterLayer, extent: QgsRectangle, pixel_size
     return out_path
 
 
+def unique_layer_name(name: str, project: QgsProject | None = None) -> str:
+    taken = {layer.name() for layer in (project or QgsProject.instance()).mapLayers().values()}
+    candidate, i = name, 2
+    while candidate in taken:
+        candidate, i = f"{name} {i}", i + 1
+    return candidate
+
+
 def create_labels_layer(path: str, crs: QgsCoordinateReferenceSystem, classes: list[str],
                         name: str = "GFM training labels") -> QgsVectorLayer:
     """A GeoPackage polygon layer with a `class` field whose widget is a value map of
@@ -87,7 +131,7 @@ def create_labels_layer(path: str, crs: QgsCoordinateReferenceSystem, classes: l
     if writer.hasError() != QgsVectorFileWriter.NoError:
         raise RuntimeError(f"cannot create {path}: {writer.errorMessage()}")
     del writer  # closes the file
-    layer = QgsVectorLayer(f"{path}|layername=labels", name, "ogr")
+    layer = QgsVectorLayer(f"{path}|layername=labels", unique_layer_name(name), "ogr")
     if not layer.isValid():
         raise RuntimeError(f"cannot open {path}")
     set_label_classes(layer, classes)
@@ -103,6 +147,29 @@ def set_label_classes(layer: QgsVectorLayer, classes: list[str]) -> None:
         raise ValueError(f"layer {layer.name()!r} has no field {LABEL_FIELD!r}")
     value_map = {"map": [{c: c} for c in classes]}
     layer.setEditorWidgetSetup(idx, QgsEditorWidgetSetup("ValueMap", value_map))
+    if classes:  # a new polygon gets the first class, never NULL
+        layer.setDefaultValueDefinition(idx, QgsDefaultValue(_quoted(classes[0])))
+    style_labels(layer, classes)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def style_labels(layer: QgsVectorLayer, classes: list[str]) -> None:
+    """One colour per class, half transparent with a solid outline: the image stays
+    visible under the polygons and each polygon's class shows."""
+    categories = []
+    for i, name in enumerate(classes):
+        color = LABEL_PALETTE[i % len(LABEL_PALETTE)]
+        symbol = QgsFillSymbol.createSimple({"color": color + "66", "outline_color": color,
+                                             "outline_width": "0.6"})
+        categories.append(QgsRendererCategory(name, symbol, name))
+    other = QgsFillSymbol.createSimple({"color": "#ffffff44", "outline_color": "#333333",
+                                        "outline_width": "0.6", "outline_style": "dash"})
+    categories.append(QgsRendererCategory(None, other, "no class yet"))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(LABEL_FIELD, categories))
+    layer.triggerRepaint()
 
 
 def label_classes(layer: QgsVectorLayer) -> list[str]:
@@ -136,9 +203,9 @@ def add_classify_results(files: dict[str, str] | str, group_name: str,
             continue
         path = Path(files[filename])
         if kind == "raster":
-            layer = QgsRasterLayer(str(path), f"{group_name} {title}")
-        else:
-            layer = QgsVectorLayer(f"{path}|layername=polygons", f"{group_name} {title}", "ogr")
+            layer = QgsRasterLayer(str(path), title)  # the group carries the input's name, so
+        else:  # the Layers panel never truncates three layers to the same text
+            layer = QgsVectorLayer(f"{path}|layername=polygons", title, "ogr")
         if not layer.isValid():
             continue
         qml = files.get(Path(filename).with_suffix(".qml").name)

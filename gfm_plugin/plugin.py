@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import QgsApplication
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
@@ -42,6 +42,8 @@ class GfmPlugin:
         action.setCheckable(True)
         action.setChecked(True)
         action.toggled.connect(self.dock.setVisible)
+        self.dock.visibilityChanged.connect(action.setChecked)  # closed with its X: unchecked
+        QTimer.singleShot(0, self.controller.connect_at_startup)
         self.iface.addPluginToRasterMenu(MENU, action)
         self.iface.addToolBarIcon(action)
         self.actions.append(action)

@@ -76,7 +76,7 @@ def main(demo_dir: Path, backend_python: str) -> int:
             print(f"classify failed: {task.error}", file=sys.stderr)
             return 1
         group = project.layerTreeRoot().findGroup("scene")
-        classes = next(n.layer() for n in group.findLayers() if n.layer().name() == "scene classes")
+        classes = next(n.layer() for n in group.findLayers() if n.layer().name() == "classes")
         classes.renderer().setOpacity(0.65)  # the imagery shows through the classes
         outline = labels.renderer().symbol().symbolLayer(0)
         outline.setBrushStyle(Qt.NoBrush)

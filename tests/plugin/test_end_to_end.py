@@ -68,7 +68,7 @@ def test_classify_layer_adds_styled_group(plugin, backend_outputs, iface):
     group = QgsProject.instance().layerTreeRoot().findGroup("scene")
     assert group is not None
     assert [n.layer().name() for n in group.findLayers()] == [
-        "scene polygons", "scene classes", "scene confidence"]
+        "polygons", "classes", "confidence"]
     assert any("classified scene" in m for m in messages(iface))
     assert plugin.dock.jobs.topLevelItemCount() == 1
 
@@ -196,7 +196,7 @@ def test_demo_script_saves_project_and_map(backend_outputs, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["layers"] == ["scene polygons", "scene classes", "scene confidence"]
+    assert result["layers"] == ["polygons", "classes", "confidence"]
     assert (demo / "demo.qgz").stat().st_size > 1000
     assert (demo / "map.png").stat().st_size > 10_000
 
@@ -308,3 +308,34 @@ def test_a_backend_of_another_version_is_offered_an_upgrade(plugin, iface, monke
     (call,) = bar.createMessage.call_args_list
     assert "the plugin 9.9.9: set up the backend again to upgrade it" in call.args[1]
     assert bar.pushWidget.called
+
+
+def test_at_startup_the_dock_connects_and_shows_the_job_history(iface, use_backend, backend_server):
+    from gfm_plugin.controller import GfmController
+    from gfm_plugin.dock import GfmDock
+
+    client, _ = backend_server
+    history = client.jobs()
+    controller = GfmController(iface, GfmDock())
+    controller.settings = use_backend
+    controller.connect_at_startup()
+    assert controller.client is not None and "connected" in controller.dock.status.text()
+    assert controller.dock.jobs.topLevelItemCount() == len(history)
+
+
+def test_a_dead_connection_is_replaced_by_the_backend_in_server_json(plugin):
+    from gfm_plugin.client import BackendClient, Connection
+
+    assert plugin.connect(start=False)
+    live = plugin.client.connection.url
+    plugin.client = BackendClient(Connection("http://127.0.0.1:9", "old-token"), timeout=2)
+    assert plugin._client() is not None and plugin.client.connection.url == live
+
+
+def test_class_names_and_validation_scores_read_as_meant():
+    from gfm_plugin.controller import _class_names, _iou_text
+
+    assert _class_names("Building, Hydro,, Road ,Building") == ["Building", "Hydro", "Road"]
+    assert _class_names(" , ") == []
+    info = {"outputs": {"validation": {"iou": {"Building": 0.8123, "Road": None}}}}
+    assert _iou_text(info) == "Building 0.81, Road n/a (no validation polygons)"

@@ -23,6 +23,15 @@ def test_class_factory_loads_and_unloads(iface):
     assert provider is not None
     names = {a.id() for a in provider.algorithms()}
     assert names == {"gfm:classify", "gfm:finetune", "gfm:geopile", "gfm:pretrain", "gfm:export"}
+    iface.mainWindow().show()  # the dock is a child of QGIS's window
+    plugin.dock.show()
+    QgsApplication.processEvents()
+    plugin.dock.close()  # its X: the toolbar action must not stay checked
+    QgsApplication.processEvents()
+    assert not plugin.actions[0].isChecked()
+    plugin.actions[0].trigger()  # one click shows it again
+    assert plugin.dock.isVisible()
+    iface.mainWindow().hide()
     plugin.unload()
     assert plugin.actions == [] and plugin.dock is None
     assert registry.providerById("gfm") is None

@@ -122,9 +122,12 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     """What a job's `outputs` show of a fine-tune report (the whole report is report.json)."""
     validation = report["validation"]
     return {"classes": report["classes"], "split": report["split"], "time_s": report["time_s"],
+            "warnings": report.get("warnings", []),
             "validation": {"overall_accuracy": validation["overall_accuracy"],
                            "mean_iou": validation["mean_iou"],
-                           "iou": {n: c.get("iou") for n, c in validation["per_class"].items()}}}
+                           # no validation pixels of a class: its IoU is unknown, not 0
+                           "iou": {n: c.get("iou") if c.get("pixels") else None
+                                   for n, c in validation["per_class"].items()}}}
 
 
 def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[str, Any]:
@@ -140,8 +143,10 @@ def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[s
     progress(0.02, "cutting chips")
     train_set, val_set = _cut_chips(params, spec, placed, ids, split, background, rng, progress)
     val_note = "held-out polygon groups"
+    warnings = _scale_warnings(params, spec)
     if not len(val_set):
         val_note = "none held out (too few polygons per class); scores are on training chips"
+        warnings.append(f"no validation polygons: {val_note}")
     net = build_network(spec, encoder).to(device)
     x_train, y_train = train_set.arrays()
     x_val, y_val = (val_set if len(val_set) else train_set).arrays()
@@ -163,11 +168,23 @@ def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[s
             "val_polygon_fids": [int(i) for i in np.nonzero(split.is_val)[0]],
             "train_chips": len(train_set), "val_chips": len(val_set),
         },
-        "validation": summarize(cm, spec.class_names), "history": history,
+        "validation": summarize(cm, spec.class_names), "history": history, "warnings": warnings,
     }
     progress(0.95, "writing model package")
     _write_package(stage, params, net, spec, history, cm, report, t_start)
     return report
+
+
+def _scale_warnings(params: FinetuneParams, spec: Any) -> list[str]:
+    """Pixel-size mismatches between the rasters and the model, said once per raster."""
+    found = []
+    for path in params.rasters:
+        with open_raster(path) as ds:
+            _, warning = source_scale(ds, spec)
+        if warning:
+            log.warning("%s: %s", path, warning)
+            found.append(f"{Path(path).name}: {warning}")
+    return found
 
 
 def _place_labels(params: FinetuneParams, labels: Any, names: list[str], ids: np.ndarray,
@@ -245,9 +262,7 @@ def _cut_chips(params: FinetuneParams, spec: ModelSpec, placed: _Placed, ids: np
             continue
         rl = RasterLabels(geoms[hits], ids[hits], split.is_val[hits], split.group[hits])
         with open_raster(path) as ds:
-            ratio, warning = source_scale(ds, spec)
-            if warning:
-                log.warning("%s: %s", path, warning)
+            ratio, _ = source_scale(ds, spec)  # its warning: `_scale_warnings`
             src_tile = max(int(round(tile * ratio)), 8)
             share = int(np.ceil(params.chips * (~rl.is_val).sum() / n_train_polys))
             for chips, windows, is_val in (

@@ -138,3 +138,15 @@ def test_layer_wise_lr_decay_follows_the_swin_blocks():
     no_decay = [g for g in groups if g.get("weight_decay") == 0.0]
     assert any(id(named["layers.0.blocks.0.norm1.weight"]) in {id(p) for p in g["params"]}
                for g in no_decay)
+
+
+def test_summary_says_unknown_not_zero_for_a_class_without_validation_pixels() -> None:
+    from gfm_backend.tasks.finetune import summary
+
+    report = {"classes": ["building", "road"], "split": {}, "time_s": 1.0,
+              "warnings": ["no validation polygons: ..."],
+              "validation": {"overall_accuracy": 0.9, "mean_iou": 0.7, "per_class": {
+                  "building": {"iou": 0.7, "pixels": 120}, "road": {"iou": 0.0, "pixels": 0}}}}
+    shown = summary(report)
+    assert shown["validation"]["iou"] == {"building": 0.7, "road": None}
+    assert shown["warnings"] == ["no validation polygons: ..."]
