@@ -13,7 +13,7 @@ from .backend_process import find_running
 from .client import BackendClient, BackendError
 from .connection import describe, get_client
 from .settings import BackendSettings
-from .tasks import BackendJobTask
+from .tasks import BackendJobTask, StartBackendTask
 
 TITLE = "GFM"
 
@@ -26,7 +26,7 @@ class GfmController:
         self.tasks: dict[str, BackendJobTask] = {}
         self.settings = BackendSettings.load()
         d = dock
-        d.connect_button.clicked.connect(lambda: self.connect(start=True))
+        d.connect_button.clicked.connect(self.connect_in_background)
         d.refresh_models_button.clicked.connect(self.refresh_models)
         d.model_combo.currentIndexChanged.connect(lambda _i: d.show_classes())
         d.classify_button.clicked.connect(self.classify_current)
@@ -69,16 +69,39 @@ class GfmController:
     # -- backend -----------------------------------------------------------------
     def connect(self, start: bool = True) -> bool:
         try:
-            self.client = get_client(self.settings, start=start)
-            self.dock.set_status(describe(self.client), ok=True, where=self.client.connection.url)
+            client = get_client(self.settings, start=start)
+            status = describe(client)
         except BackendError as exc:
-            self.client = None
-            self.dock.set_status(f"backend not available: {exc}", ok=False)
+            self._disconnected(str(exc))
             return False
+        self._connected(client, status)
+        return True
+
+    def connect_in_background(self) -> StartBackendTask:
+        """Connect, starting a local backend if needed, without freezing QGIS."""
+        self.dock.set_status("starting the backend…", ok=True)
+
+        def done(task: StartBackendTask, ok: bool) -> None:
+            if ok and task.client is not None:
+                self._connected(task.client, task.status)
+                self.load_jobs()
+            else:
+                self._disconnected(task.error or "the backend did not start")
+
+        self._start_task = StartBackendTask(self.settings, done)
+        QgsApplication.taskManager().addTask(self._start_task)
+        return self._start_task
+
+    def _connected(self, client: BackendClient, status: str) -> None:
+        self.client = client
+        self.dock.set_status(status, ok=True, where=client.connection.url)
         self.refresh_models()
         self.refresh_encoders()
         self._offer_upgrade()
-        return True
+
+    def _disconnected(self, problem: str) -> None:
+        self.client = None
+        self.dock.set_status(f"backend not available: {problem}", ok=False)
 
     def connect_at_startup(self) -> None:
         """Connect when a backend is known (a running local one, or a configured URL),
@@ -139,7 +162,7 @@ class GfmController:
 
         client = self._client()
         if client is not None:
-            WeightsDialog(client, self.run_job, self.refresh_encoders, self.dock).exec_()
+            WeightsDialog(client, self.run_job, self.refresh_encoders, self.dock).exec()
 
     def open_setup(self) -> None:
         """Set up backend: install it into a venv of its own, then use and start it."""
@@ -150,19 +173,19 @@ class GfmController:
             self.settings.mode = "local"
             self.settings.save()
             self.client = None
-            self.connect(start=True)
+            self.connect_in_background()
 
-        SetupDialog(self.settings.state_dir, installed, self.dock).exec_()
+        SetupDialog(self.settings.state_dir, installed, self.dock).exec()
 
     def edit_settings(self) -> None:
         from .settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.settings, self.dock)
-        if dialog.exec_():
+        if dialog.exec():
             self.settings = dialog.result_settings()
             self.settings.save()
             self.client = None
-            self.connect(start=self.settings.mode == "local")
+            self.connect_in_background()
 
     def _client(self) -> BackendClient | None:
         """A client that answers now: a local backend restarted on another port (by
@@ -368,7 +391,7 @@ class GfmController:
         from .pretrain_dialog import PretrainDialog
 
         dialog = PretrainDialog(self.dock)
-        if dialog.exec_():
+        if dialog.exec():
             self.pretrain(dialog.request())
 
     def pretrain(self, req) -> BackendJobTask | None:

@@ -59,7 +59,7 @@ class SettingsDialog(QDialog):
         from .setup_dialog import SetupDialog
 
         SetupDialog(self.state_dir.text().strip() or self.settings.state_dir,
-                    self.python.setText, self).exec_()
+                    self.python.setText, self).exec()
 
     def result_settings(self) -> BackendSettings:
         return BackendSettings(

@@ -47,3 +47,30 @@ class BackendJobTask(QgsTask):
     def finished(self, result: bool) -> None:  # main thread
         if self.on_done is not None:
             self.on_done(self, result)
+
+
+class StartBackendTask(QgsTask):
+    """Finds or starts the configured backend and checks it takes our calls, off the GUI
+    thread (starting a local backend may take up to a minute)."""
+
+    def __init__(self, settings, on_done: Callable[[StartBackendTask, bool], None]) -> None:
+        super().__init__("Start GFM backend", QgsTask.Flags())
+        self.settings = settings
+        self.on_done = on_done
+        self.client: BackendClient | None = None
+        self.status = ""
+        self.error: str | None = None
+
+    def run(self) -> bool:  # worker thread
+        from .connection import describe, get_client
+
+        try:
+            self.client = get_client(self.settings, start=True)
+            self.status = describe(self.client)
+        except BackendError as exc:
+            self.error = str(exc)
+            return False
+        return True
+
+    def finished(self, result: bool) -> None:  # main thread
+        self.on_done(self, result)

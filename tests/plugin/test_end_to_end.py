@@ -339,3 +339,14 @@ def test_class_names_and_validation_scores_read_as_meant():
     assert _class_names(" , ") == []
     info = {"outputs": {"validation": {"iou": {"Building": 0.8123, "Road": None}}}}
     assert _iou_text(info) == "Building 0.81, Road n/a (no validation polygons)"
+
+
+def test_connect_runs_off_the_gui_thread(plugin):
+    task = plugin.connect_in_background()
+    assert "starting" in plugin.dock.status.text()
+    deadline = time.monotonic() + 60
+    while plugin.client is None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    assert plugin.client is not None and "connected" in plugin.dock.status.text()
+    assert task.status.startswith("connected")

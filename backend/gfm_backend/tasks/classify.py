@@ -21,6 +21,7 @@ import shapely
 from rasterio.windows import Window
 
 from ..data.areas import PixelAreas
+from ..data.cog import to_cog
 from ..data.grid import write_tile_grid
 from ..data.raster import (
     Normalizer,
@@ -112,6 +113,10 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
         else:
             report = _classify_scenes(ds, spec, predictor, params, stage, progress.span(0, 0.9))
         del predictor  # the network's memory is free for vectorizing
+        tc = time.perf_counter()
+        to_cog(stage / CLASSES_TIF, "mode")
+        to_cog(stage / CONFIDENCE_TIF, "average")
+        report["timings_s"]["cog"] = time.perf_counter() - tc
         report["timings_s"]["load_model"] = load_s
         write_category_names(stage / CLASSES_TIF, spec.classes)
         write_raster_qml(stage / "classes.qml", spec.classes)

@@ -35,6 +35,7 @@ def test_outputs_keep_georeferencing(classified, scene_files):
         assert cls.dtypes[0] == "uint8" and cls.nodata == 255
         assert conf.dtypes[0] == "float32"
         assert cls.block_shapes == [(256, 256)] and cls.compression is not None
+        assert cls.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" == conf.tags(ns="IMAGE_STRUCTURE")["LAYOUT"]
         cmap = cls.colormap(1)
         classes = cls.read(1)
         c = conf.read(1)
