@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QRadioButton,
@@ -16,17 +18,45 @@ from qgis.PyQt.QtWidgets import (
 from .settings import BackendSettings
 
 
+def _path_widget(value: str, folder: bool, placeholder: str = "") -> QgsFileWidget:
+    """A path field with its Browse button."""
+    widget = QgsFileWidget()
+    widget.setStorageMode(QgsFileWidget.GetDirectory if folder else QgsFileWidget.GetFile)
+    widget.setFilePath(value)
+    widget.lineEdit().setPlaceholderText(placeholder)
+    widget.lineEdit().setToolTip(placeholder)
+    return widget
+
+
 class SettingsDialog(QDialog):
     def __init__(self, settings: BackendSettings, parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("GFM backend")
+        self.setMinimumWidth(640)
         self.settings = settings
         layout = QVBoxLayout(self)
         self.local = QRadioButton("Start a local backend with this Python")
         self.remote = QRadioButton("Connect to a running backend (e.g. a GPU workstation)")
+        layout.addWidget(self.local)
+        layout.addWidget(self.remote)
+        layout.addLayout(self._form(settings))
+        self.test_result = QLabel("")
+        self.test_result.setWordWrap(True)
+        layout.addWidget(self.test_result)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        self.test_button = buttons.addButton("Test", QDialogButtonBox.ActionRole)
+        self.test_button.clicked.connect(self.test)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        (self.remote if settings.mode == "remote" else self.local).setChecked(True)
+        self.local.toggled.connect(self._mode_changed)
+        self._mode_changed()
+
+    def _form(self, settings: BackendSettings) -> QFormLayout:
         form = QFormLayout()
-        self.python = QLineEdit(settings.python)
-        self.python.setPlaceholderText("the backend's Python: Set up backend… makes one")
+        self.python = _path_widget(settings.python, folder=False,
+                                   placeholder="the backend's Python: Set up backend… makes one")
         self.setup_button = QPushButton("Set up backend…")
         self.setup_button.setToolTip("Install the backend that came with the plugin into a "
                                      "Python environment of its own")
@@ -34,9 +64,11 @@ class SettingsDialog(QDialog):
         python_row = QHBoxLayout()
         python_row.addWidget(self.python, 1)
         python_row.addWidget(self.setup_button)
-        self.state_dir = QLineEdit(settings.state_dir)
-        self.models_dir = QLineEdit(settings.models_dir)
-        self.models_dir.setPlaceholderText("where fine-tuned models are written")
+        self.state_dir = _path_widget(settings.state_dir, folder=True)
+        self.models_dir = _path_widget(settings.models_dir, folder=True,
+                                       placeholder="where fine-tuned models are written")
+        self.results_dir = _path_widget(settings.results_dir, folder=True,
+                                        placeholder="where Classify layer writes its results")
         self.url = QLineEdit(settings.url)
         self.url.setPlaceholderText("http://127.0.0.1:8765")
         self.token = QLineEdit(settings.token)
@@ -44,27 +76,42 @@ class SettingsDialog(QDialog):
         form.addRow("Python", python_row)
         form.addRow("State folder", self.state_dir)
         form.addRow("Models folder", self.models_dir)
+        form.addRow("Results folder", self.results_dir)
         form.addRow("URL", self.url)
         form.addRow("Token", self.token)
-        layout.addWidget(self.local)
-        layout.addWidget(self.remote)
-        layout.addLayout(form)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
-        (self.remote if settings.mode == "remote" else self.local).setChecked(True)
+        return form
+
+    def _mode_changed(self) -> None:
+        local = self.local.isChecked()
+        for widget in (self.python, self.setup_button, self.state_dir):
+            widget.setEnabled(local)
+        for widget in (self.url, self.token):
+            widget.setEnabled(not local)
+
+    def test(self) -> None:
+        """Try the settings as they stand: connect (a local backend is not started)."""
+        from .client import BackendError
+        from .connection import describe, get_client
+
+        try:
+            client = get_client(self.result_settings(), start=False)
+            self.test_result.setText(f"{describe(client)} at {client.connection.url}")
+            self.test_result.setStyleSheet("")
+        except BackendError as exc:
+            self.test_result.setText(str(exc))
+            self.test_result.setStyleSheet("color: #b00020;")
 
     def set_up(self) -> None:
         from .setup_dialog import SetupDialog
 
-        SetupDialog(self.state_dir.text().strip() or self.settings.state_dir,
-                    self.python.setText, self).exec()
+        SetupDialog(self.state_dir.filePath().strip() or self.settings.state_dir,
+                    self.python.setFilePath, self).exec()
 
     def result_settings(self) -> BackendSettings:
         return BackendSettings(
             mode="remote" if self.remote.isChecked() else "local",
-            python=self.python.text().strip(), state_dir=self.state_dir.text().strip(),
+            python=self.python.filePath().strip(), state_dir=self.state_dir.filePath().strip(),
             url=self.url.text().strip(), token=self.token.text().strip(),
-            models_dir=self.models_dir.text().strip(),
+            models_dir=self.models_dir.filePath().strip(),
+            results_dir=self.results_dir.filePath().strip(),
         )

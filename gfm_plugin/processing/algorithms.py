@@ -11,6 +11,7 @@ import tempfile
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputFolder,
@@ -135,6 +136,12 @@ class ClassifyAlgorithm(BackendAlgorithm):
                   "CONFIDENCE": files.get("confidence.tif", os.path.join(out, "confidence.tif"))}
         if "polygons.gpkg" in files:
             result["POLYGONS"] = files["polygons.gpkg"] + "|layername=polygons"
+        name = layer.name()
+        for key, kind in (("POLYGONS", "polygons"), ("CLASSES", "classes"),
+                          ("CONFIDENCE", "confidence")):
+            if key in result:  # loaded when the algorithm ends, styled by the .qml beside each
+                details = QgsProcessingContext.LayerDetails(f"{kind} ({name})", context.project(), key)
+                context.addLayerToLoadOnCompletion(result[key], details)
         return result
 
 

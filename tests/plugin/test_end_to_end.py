@@ -129,6 +129,10 @@ def test_processing_classify_algorithm(use_backend, backend_outputs, tmp_path, q
     assert QgsRasterLayer(results["CLASSES"], "c").isValid()
     assert QgsVectorLayer(results["POLYGONS"], "p", "ogr").featureCount() > 0
     assert progress and max(progress) == pytest.approx(100.0)
+    to_load = context.layersToLoadOnCompletion()  # what Processing adds to the map
+    assert sorted(d.name for d in to_load.values()) == [
+        "classes (scene)", "confidence (scene)", "polygons (scene)"]
+    assert results["CLASSES"] in to_load
     QgsProject.instance().removeAllMapLayers()
 
 
