@@ -279,7 +279,7 @@ class GfmController:
             return None
         path = layers.raster_file_path(layer)
         if path is None:
-            path = self._export_visible(layer)
+            path = self._export_visible(layer, model)
             if path is None:
                 return None
         if self.settings.results_dir:
@@ -296,21 +296,34 @@ class GfmController:
 
         return self.run_job(f"Classify {name}", "classify", params, loaded)
 
-    def _export_visible(self, layer: QgsRasterLayer) -> str | None:
-        """Layers that are not files go to the backend as a GeoTIFF of the current view."""
+    def _export_visible(self, layer: QgsRasterLayer, model: dict) -> str | None:
+        """A layer that is not a file (XYZ, WMS, ...) goes to the backend as a GeoTIFF of
+        the map view in the layer's CRS, at the model's ground sample distance (not at
+        screen resolution); the message says what was used."""
         canvas = self.iface.mapCanvas()
-        extent = canvas.extent()
-        if canvas.mapSettings().destinationCrs() != layer.crs():
-            self.error(f"{layer.name()} is not a file: set the project CRS to the layer's CRS "
-                       "or save the layer as GeoTIFF first")
+        gsd = ((model.get("model") or {}).get("gsd_m"))
+        view_crs = canvas.mapSettings().destinationCrs()
+        extent, pixel = layers.export_plan(layer, canvas.extent(), view_crs, gsd,
+                                           canvas.mapUnitsPerPixel())
+        width, height = extent.width() / pixel, extent.height() / pixel
+        if extent.isEmpty():
+            self.error(f"{layer.name()}: the map view does not show it; pan to the area to classify")
             return None
-        pixel = canvas.mapUnitsPerPixel()
+        if max(width, height) > layers.MAX_EXPORT_PX:
+            self.error(f"{layer.name()} is not a file and the map view would be {width:.0f} x "
+                       f"{height:.0f} px at {gsd or pixel:g} m: zoom to the area to classify, or "
+                       "save the layer as GeoTIFF first")
+            return None
         out = os.path.join(tempfile.mkdtemp(prefix="gfm-export-"), f"{_safe(layer.name())}.tif")
         try:
-            return layers.export_raster_extent(layer, extent, pixel, out)
+            path = layers.export_raster_extent(layer, extent, pixel, out)
         except RuntimeError as exc:
             self.error(str(exc))
             return None
+        used = f"{gsd:g} m, the model's ground sample distance" if gsd else "screen resolution"
+        self.info(f"{layer.name()} is not a file: the map view was exported at {used}, "
+                  f"{width:.0f} x {height:.0f} px in {layer.crs().authid()}")
+        return path
 
     def new_labels_layer(self) -> QgsVectorLayer | None:
         raster = self.dock.raster_combo.currentLayer()

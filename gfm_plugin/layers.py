@@ -12,13 +12,16 @@ from pathlib import Path
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
     QgsCoordinateTransformContext,
     QgsDefaultValue,
+    QgsDistanceArea,
     QgsEditorWidgetSetup,
     QgsField,
     QgsFields,
     QgsFillSymbol,
     QgsLayerTreeGroup,
+    QgsPointXY,
     QgsProject,
     QgsRasterFileWriter,
     QgsRasterLayer,
@@ -115,6 +118,32 @@ def unique_layer_name(name: str, project: QgsProject | None = None) -> str:
     while candidate in taken:
         candidate, i = f"{name} {i}", i + 1
     return candidate
+
+
+MAX_EXPORT_PX = 20_000  # per side: beyond this the view is too large for the model's GSD
+
+
+def units_per_metre(crs: QgsCoordinateReferenceSystem, at: QgsPointXY) -> float:
+    """Layer units that make one metre on the ground at `at` (Web Mercator: 1/cos(lat))."""
+    area = QgsDistanceArea()
+    area.setSourceCrs(crs, QgsProject.instance().transformContext())
+    area.setEllipsoid("WGS84")
+    step = max(abs(at.x()), 1.0) * 1e-6
+    metres = area.measureLine(at, QgsPointXY(at.x() + step, at.y()))
+    return step / metres if metres > 0 else 1.0
+
+
+def export_plan(layer: QgsRasterLayer, view: QgsRectangle, view_crs: QgsCoordinateReferenceSystem,
+                gsd_m: float | None, fallback_px: float) -> tuple[QgsRectangle, float]:
+    """The extent (in the layer's CRS: the map view, warped) and pixel size to export a
+    non-file layer at: the model's ground sample distance when it has one."""
+    to_layer = QgsCoordinateTransform(view_crs, layer.crs(), QgsProject.instance())
+    extent = to_layer.transformBoundingBox(view)
+    if not layer.extent().isEmpty():
+        extent = extent.intersect(layer.extent())
+    if gsd_m:
+        return extent, gsd_m * units_per_metre(layer.crs(), extent.center())
+    return extent, fallback_px
 
 
 def create_labels_layer(path: str, crs: QgsCoordinateReferenceSystem, classes: list[str],

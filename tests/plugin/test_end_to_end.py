@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from gfm_plugin import layers
 from gfm_plugin.client import BackendError
 
 
@@ -354,3 +356,44 @@ def test_connect_runs_off_the_gui_thread(plugin):
         time.sleep(0.02)
     assert plugin.client is not None and "connected" in plugin.dock.status.text()
     assert task.status.startswith("connected")
+
+
+def test_a_web_mercator_layer_that_is_no_file_is_exported_at_the_models_gsd(plugin, iface,
+                                                                           backend_outputs, tmp_path):
+    """The common basemap case: EPSG:3857 tiles shown at screen resolution; the model wants
+    0.5 m on the ground, which at this latitude is 0.5 / cos(lat) Mercator units."""
+    import math
+    import zipfile
+
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY
+
+    merc = tmp_path / "basemap.tif"
+    subprocess.run(["gdalwarp", "-q", "-t_srs", "EPSG:3857", str(backend_outputs / "scene.tif"),
+                    str(merc)], check=True)
+    with zipfile.ZipFile(tmp_path / "basemap.zip", "w") as zf:
+        zf.write(merc, "basemap.tif")
+    layer = QgsRasterLayer(f"/vsizip/{tmp_path / 'basemap.zip'}/basemap.tif", "basemap", "gdal")
+    assert layer.isValid() and layers.raster_file_path(layer) is None  # not a plain file
+    QgsProject.instance().addMapLayer(layer)
+    canvas = iface.mapCanvas()
+    canvas.setDestinationCrs(layer.crs())
+    canvas.setExtent(layer.extent())
+    assert plugin.connect(start=False)
+    model = plugin.dock.current_model()
+    assert model["model"]["gsd_m"] == 0.5
+    path = plugin._export_visible(layer, model)
+    exported = QgsRasterLayer(path, "exported")
+    wgs = QgsCoordinateTransform(layer.crs(), QgsCoordinateReferenceSystem("EPSG:4326"),
+                                 QgsProject.instance())
+    lat = wgs.transform(QgsPointXY(layer.extent().center())).y()
+    assert exported.crs().authid() == "EPSG:3857"
+    # 0.5 / cos(lat) on the sphere; measured on the WGS 84 ellipsoid it is 0.35 % less here
+    assert exported.rasterUnitsPerPixelX() == pytest.approx(0.5 / math.cos(math.radians(lat)), rel=5e-3)
+    assert "exported at 0.5 m, the model's ground sample distance" in messages(iface)[-1]
+
+    plugin.dock.raster_combo.setLayer(layer)
+    task = plugin.classify_current()
+    wait_for(task)
+    group = QgsProject.instance().layerTreeRoot().findGroup("basemap")
+    assert group is not None and [n.layer().name() for n in group.findLayers()][:2] == [
+        "polygons", "classes"]

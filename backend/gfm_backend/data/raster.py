@@ -43,19 +43,44 @@ def open_raster(path: Path | str) -> Iterator[rasterio.DatasetReader]:
 
 
 def pixel_size_m(ds: rasterio.DatasetReader) -> float | None:
-    """Mean pixel size in metres, or None when the raster has no CRS to tell."""
+    """Mean pixel size in metres on the ground, or None when the raster has no CRS to tell.
+
+    The CRS's nominal unit is what a UTM or national grid's pixel size means; where it is
+    off by more than 1 % on the ground (Web Mercator, where a "metre" at 60 degrees north
+    is half a metre, or degrees), the size measured on the ellipsoid at the centre is used.
+    """
     if ds.crs is None:
         return None
     xres, yres = abs(ds.transform.a), abs(ds.transform.e)
     size = math.sqrt(xres * yres)
+    ground = _ground_pixel_size(ds)
     if ds.crs.is_geographic:
         lat = (ds.bounds.top + ds.bounds.bottom) / 2
-        return size * 111_320.0 * math.sqrt(max(math.cos(math.radians(lat)), 1e-6))
+        return ground or size * 111_320.0 * math.sqrt(max(math.cos(math.radians(lat)), 1e-6))
     try:
         factor = ds.crs.linear_units_factor[1]
     except Exception:  # CRS without linear unit information
         factor = 1.0
-    return size * factor
+    nominal = size * factor
+    return ground if ground and abs(ground / nominal - 1) > 0.01 else nominal
+
+
+def _ground_pixel_size(ds: rasterio.DatasetReader) -> float | None:
+    """Geodesic width and height of the centre pixel, in metres (None if not computable)."""
+    from pyproj import Geod
+    from rasterio.warp import transform as warp_points
+
+    cx, cy = ds.width / 2, ds.height / 2
+    corners = [ds.transform @ (cx, cy), ds.transform @ (cx + 1, cy), ds.transform @ (cx, cy + 1)]
+    try:
+        lons, lats = warp_points(ds.crs, "EPSG:4326", [p[0] for p in corners], [p[1] for p in corners])
+        geod = Geod(ellps="WGS84")
+        dx = geod.inv(lons[0], lats[0], lons[1], lats[1])[2]
+        dy = geod.inv(lons[0], lats[0], lons[2], lats[2])[2]
+    except Exception:  # a CRS PROJ cannot take to WGS 84
+        return None
+    size = math.sqrt(abs(dx * dy))
+    return size if math.isfinite(size) and size > 0 else None
 
 
 def check_bands(ds: rasterio.DatasetReader, spec: ModelSpec, path: Path | str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import shutil
 import time
@@ -303,7 +304,10 @@ def test_formats_and_band_rules(tmp_path):
         "palette.png": "colour table", "rgba.png": "red, green, blue", "dem.tif": "grey"}
     assert records["s2.jp2"]["stretch"] and records["dem.tif"]["stretch"]
     assert records["cog.tif"]["stretch"] is None
-    assert records["rgba.png"]["dropped"]["nodata"] == 1 and records["cog.tif"]["gsd_m"] == 2.0
+    assert records["rgba.png"]["dropped"]["nodata"] == 1
+    # 2 Web Mercator units at latitude ~47.4 degrees are 1.355 m on the ground
+    lat = math.degrees(2 * math.atan(math.exp((6e6 - 96) / 6_378_137)) - math.pi / 2)
+    assert records["cog.tif"]["gsd_m"] == pytest.approx(2.0 * math.cos(math.radians(lat)), rel=2e-3)
     pile = GeoPile(tmp_path / "pile")
     chips = {Path(pile.provenance(i)["file"]).name: pile[i] for i in range(len(pile))}
     colours = {tuple(c) for c in chips["palette.png"].reshape(3, -1).T}

@@ -62,6 +62,19 @@ def test_pixel_size_projected_geographic_and_scale(tmp_path):
         assert pixel_size_m(ds) == pytest.approx(0.3048, rel=1e-3)
 
 
+def test_web_mercator_pixels_are_measured_on_the_ground(tmp_path):
+    """A 1-unit EPSG:3857 pixel at 60 degrees north is 0.5 m on the ground (an XYZ basemap
+    exported for a 0.5 m model must not be taken for 1 m imagery)."""
+    p = tmp_path / "merc.tif"
+    y60 = 8_399_737.89  # latitude 60 in Web Mercator
+    with rasterio.open(p, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8",
+                       crs="EPSG:3857", transform=from_origin(1_000_000, y60 + 2, 1.0, 1.0)) as dst:
+        dst.write(np.zeros((1, 4, 4), np.uint8))
+    with rasterio.open(p) as ds:
+        assert pixel_size_m(ds) == pytest.approx(0.5, rel=2e-3)
+        assert source_scale(ds, spec(gsd_m=0.5)) == (1.0, None)
+
+
 def test_non_finite_values_are_invalid_and_zeroed(tmp_path):
     path = tmp_path / "f.tif"
     data = np.ones((3, 8, 8), dtype=np.float32)
