@@ -9,7 +9,7 @@ from pathlib import Path
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 from . import layers
-from .backend_process import find_running
+from .backend_process import SERVER_JSON
 from .client import BackendClient, BackendError
 from .connection import describe, get_client
 from .settings import BackendSettings
@@ -77,9 +77,9 @@ class GfmController:
         self._connected(client, status)
         return True
 
-    def connect_in_background(self) -> StartBackendTask:
-        """Connect, starting a local backend if needed, without freezing QGIS."""
-        self.dock.set_status("starting the backend…", ok=True)
+    def connect_in_background(self, start: bool = True) -> StartBackendTask:
+        """Connect (starting a local backend if needed and `start`) without freezing QGIS."""
+        self.dock.set_status("starting the backend…" if start else "connecting…", ok=True)
 
         def done(task: StartBackendTask, ok: bool) -> None:
             if ok and task.client is not None:
@@ -88,16 +88,20 @@ class GfmController:
             else:
                 self._disconnected(task.error or "the backend did not start")
 
-        self._start_task = StartBackendTask(self.settings, done)
+        self._start_task = StartBackendTask(self.settings, done, start=start)
         QgsApplication.taskManager().addTask(self._start_task)
         return self._start_task
 
     def _connected(self, client: BackendClient, status: str) -> None:
         self.client = client
         self.dock.set_status(status, ok=True, where=client.connection.url)
+        try:
+            health = client.health()
+        except BackendError:
+            health = {}
         self.refresh_models()
-        self.refresh_encoders()
-        self._offer_upgrade()
+        self.refresh_encoders(health)
+        self._offer_upgrade(health.get("version"))
 
     def _disconnected(self, problem: str) -> None:
         self.client = None
@@ -106,11 +110,12 @@ class GfmController:
     def connect_at_startup(self) -> None:
         """Connect when a backend is known (a running local one, or a configured URL),
         without starting one: QGIS opens quickly, and the Jobs list shows the history."""
-        local = self.settings.mode == "local"
-        if (local and find_running(self.settings.state_dir) is None) or (not local and not self.settings.url):
-            return
-        if self.connect(start=False):
-            self.load_jobs()
+        if self.settings.mode == "local":
+            known = (Path(self.settings.state_dir) / SERVER_JSON).is_file()
+        else:
+            known = bool(self.settings.url)
+        if known:  # checked off the GUI thread: a slow or gone backend never delays QGIS
+            self.connect_in_background(start=False)
 
     def load_jobs(self) -> None:
         """The backend's job history into the Jobs list (oldest first, newest on top)."""
@@ -125,15 +130,11 @@ class GfmController:
             self.dock.update_job(job["id"], job.get("state", "?"), float(job.get("progress") or 0.0),
                                  job.get("message") or "")
 
-    def _offer_upgrade(self) -> None:
+    def _offer_upgrade(self, backend_version: str | None) -> None:
         """A local backend older or newer than the plugin: offer Set up backend, which
         installs the plugin's own version."""
         from . import __version__ as plugin_version
 
-        try:
-            backend_version = self.client.health().get("version") if self.client else None
-        except BackendError:
-            return
         if self.settings.mode != "local" or backend_version in (None, plugin_version):
             return
         from qgis.PyQt.QtWidgets import QPushButton
@@ -146,12 +147,13 @@ class GfmController:
         item.layout().addWidget(button)
         bar.pushWidget(item, Qgis.Warning, 0)
 
-    def refresh_encoders(self) -> None:
+    def refresh_encoders(self, health: dict | None = None) -> None:
         if self.client is None:
             return
         try:
             installed = self.client.weights()["installed"]
-            cpu_only = self.client.health().get("default_device", "cpu") == "cpu"
+            health = health or self.client.health()
+            cpu_only = health.get("default_device", "cpu") == "cpu"
         except BackendError as exc:
             self.error(f"could not list the backend's weights: {exc}")
             return

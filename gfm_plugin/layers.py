@@ -62,7 +62,7 @@ def class_problem(layer: QgsVectorLayer, field: str | None) -> str | None:
     if not field:
         return (f"no class field is chosen: all {count} polygons of {layer.name()} become one "
                 "class (e.g. building footprints against nothing else)")
-    values = {f[field] for f in layer.getFeatures()}
+    values = layer.uniqueValues(layer.fields().indexFromName(field))
     if len(values) == 1:
         return f"every polygon has the same {field} ({next(iter(values))!r}): a single class"
     if count > 2 and len(values) == count:
@@ -181,6 +181,12 @@ def set_label_classes(layer: QgsVectorLayer, classes: list[str]) -> None:
     style_labels(layer, classes)
 
 
+def _rgba(hex_color: str, alpha: int) -> str:
+    """QGIS's "r,g,b,a" colour text (an 8-digit hex would be read as #AARRGGBB)."""
+    value = hex_color.lstrip("#")
+    return ",".join(str(int(value[i:i + 2], 16)) for i in (0, 2, 4)) + f",{alpha}"
+
+
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -191,10 +197,10 @@ def style_labels(layer: QgsVectorLayer, classes: list[str]) -> None:
     categories = []
     for i, name in enumerate(classes):
         color = LABEL_PALETTE[i % len(LABEL_PALETTE)]
-        symbol = QgsFillSymbol.createSimple({"color": color + "66", "outline_color": color,
+        symbol = QgsFillSymbol.createSimple({"color": _rgba(color, 102), "outline_color": color,
                                              "outline_width": "0.6"})
         categories.append(QgsRendererCategory(name, symbol, name))
-    other = QgsFillSymbol.createSimple({"color": "#ffffff44", "outline_color": "#333333",
+    other = QgsFillSymbol.createSimple({"color": _rgba("#ffffff", 68), "outline_color": "#333333",
                                         "outline_width": "0.6", "outline_style": "dash"})
     categories.append(QgsRendererCategory(None, other, "no class yet"))
     layer.setRenderer(QgsCategorizedSymbolRenderer(LABEL_FIELD, categories))

@@ -18,7 +18,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from .installer import default_venv_dir
+from .installer import InstallError, default_venv_dir
 from .installer_task import InstallerTask
 
 
@@ -66,7 +66,12 @@ class SetupDialog(QDialog):
         self.close_button.clicked.connect(self.close)
 
     def start(self) -> None:
-        self.task = InstallerTask(Path(self.venv.text().strip()), self.python.text().strip())
+        try:
+            self.task = InstallerTask(Path(self.venv.text().strip()), self.python.text().strip())
+        except InstallError as exc:  # e.g. a plugin copy without its bundled backend
+            self.step.setText("failed")
+            self.log.appendPlainText(str(exc))
+            return
         self.task.line.connect(self.log.appendPlainText)
         self.task.step.connect(self._step)
         self.task.taskCompleted.connect(self._completed)

@@ -53,9 +53,11 @@ class StartBackendTask(QgsTask):
     """Finds or starts the configured backend and checks it takes our calls, off the GUI
     thread (starting a local backend may take up to a minute)."""
 
-    def __init__(self, settings, on_done: Callable[[StartBackendTask, bool], None]) -> None:
-        super().__init__("Start GFM backend", QgsTask.Flags())
+    def __init__(self, settings, on_done: Callable[[StartBackendTask, bool], None],
+                 start: bool = True) -> None:
+        super().__init__("Start GFM backend" if start else "Connect to GFM backend", QgsTask.Flags())
         self.settings = settings
+        self.start = start
         self.on_done = on_done
         self.client: BackendClient | None = None
         self.status = ""
@@ -65,7 +67,7 @@ class StartBackendTask(QgsTask):
         from .connection import describe, get_client
 
         try:
-            self.client = get_client(self.settings, start=True)
+            self.client = get_client(self.settings, start=self.start)
             self.status = describe(self.client)
         except BackendError as exc:
             self.error = str(exc)

@@ -95,6 +95,7 @@ class Installer:
     _process: subprocess.Popen | None = None
     _last_error: list[str] = field(default_factory=list)
     _span: tuple[float, float, str] = (0.0, 1.0, "")
+    _have_torch: bool = False
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -137,7 +138,8 @@ class Installer:
             folder = folder.parent
         free_gb = shutil.disk_usage(folder).free / 1e9
         assert self.choice is not None
-        need = NEEDED_GB.get(self.choice.build, 7.0) if not self._torch_ok() else 0.5
+        self._have_torch = self._torch_ok()  # the torch step reads it (one import, not two)
+        need = NEEDED_GB.get(self.choice.build, 7.0) if not self._have_torch else 0.5
         if free_gb < need:
             raise InstallError(f"not enough disk space in {folder}: {free_gb:.1f} GB free, the "
                                f"backend needs about {need:.1f} GB; free some space or choose "
@@ -148,16 +150,18 @@ class Installer:
         if python.exists() and self._runs(python):
             self.log(f"virtual environment: {self.venv} (exists)")
             return
-        if self.venv.exists() and any(self.venv.iterdir()) and not self._ours():
+        ours = (self.venv / STATE_FILE).is_file()  # only a venv this installer made is cleared
+        if self.venv.exists() and any(self.venv.iterdir()) and not ours:
             raise InstallError(f"{self.venv} exists and is not a virtual environment of this "
-                               "installer; choose an empty or new folder")
+                               "installer (or its Python does not run); choose an empty or new "
+                               "folder")
         assert self.base is not None
         self._write_state("installing", {})
-        self._run([self.base.path, "-m", "venv", "--clear", str(self.venv)])
+        self._run([self.base.path, "-m", "venv", *(["--clear"] if ours else []), str(self.venv)])
         self._write_state("installing", {})
 
     def _torch(self) -> None:
-        if self._torch_ok():
+        if self._have_torch:
             self.log("torch: already installed")
             return
         self._write_state("installing", {})
@@ -204,9 +208,6 @@ class Installer:
 
     def _runs(self, python: Path) -> bool:
         return subprocess.run([str(python), "-c", "pass"], capture_output=True, timeout=60).returncode == 0
-
-    def _ours(self) -> bool:
-        return (self.venv / STATE_FILE).is_file() or (self.venv / "pyvenv.cfg").is_file()
 
     def _state(self) -> dict[str, Any]:
         try:

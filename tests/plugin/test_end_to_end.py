@@ -324,7 +324,11 @@ def test_at_startup_the_dock_connects_and_shows_the_job_history(iface, use_backe
     history = client.jobs()
     controller = GfmController(iface, GfmDock())
     controller.settings = use_backend
-    controller.connect_at_startup()
+    controller.connect_at_startup()  # connects in a QgsTask: let it finish
+    deadline = time.monotonic() + 60
+    while controller.client is None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
     assert controller.client is not None and "connected" in controller.dock.status.text()
     assert controller.dock.jobs.topLevelItemCount() == len(history)
 

@@ -75,6 +75,8 @@ def test_labels_layers_are_styled_named_apart_and_default_to_the_first_class(qgi
     categories = renderer.categories()  # copies: keep them while their symbols are read
     assert [c.label() for c in categories] == ["Building", "Road", "no class yet"]
     assert 0 < categories[0].symbol().color().alpha() < 255  # the image shows through
+    assert categories[0].symbol().color().name() == layers.LABEL_PALETTE[0]  # its own colour
+    assert categories[-1].symbol().color().name() == "#ffffff"
     drawn = QgsGeometry.fromWkt("POLYGON((0 0, 10 0, 10 10, 0 10, 0 0))")
     feature = QgsVectorLayerUtils.createFeature(first, drawn)  # what QGIS's digitizing does
     assert first.addFeature(feature) and first.commitChanges()

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .. import __version__
 from ..errors import GfmError, InputError
@@ -309,7 +309,7 @@ def _check_weights(p: dict[str, Any]) -> None:
     from ..weights.store import check_name
 
     try:
-        name, _, _, _ = weights_source(WeightsGetParams.checked(p))  # type: ignore[arg-type]
+        name, _, _, _ = weights_source(cast(WeightsGetParams, WeightsGetParams.checked(p)))
     except GfmError as exc:
         raise ParamError("mirror" if p.get("mirror") else "source", str(exc)) from exc
     try:

@@ -9,7 +9,6 @@ broken file leaves nothing behind; an interrupted download resumes.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -17,7 +16,7 @@ from urllib.parse import unquote, urlparse
 from ..errors import GfmError, InputError
 from ..progress import Progress
 from ..weights.catalog import CATALOG, CatalogEntry, catalog_entry
-from ..weights.download import discard, fetch, sha256_of
+from ..weights.download import Fetched, copy_with_sha256, discard, fetch
 from ..weights.store import WeightsStore, check_name
 from .params import WeightsGetParams, WeightsImportParams
 
@@ -67,26 +66,34 @@ def get_weights(params: WeightsGetParams, progress: Progress,
         return record | {"already_installed": True}
     part = store.staging(name) / (filename + ".part")
     progress(0.0, f"downloading {url}")
-    fetched = fetch(url, part, progress.span(0.0, 0.95))
-    expected = params.sha256 or (entry.sha256 if entry else None) or fetched.published_sha256
     try:
-        if entry is not None and entry.size is not None and fetched.size != entry.size:
-            raise InputError(url, f"is {fetched.size} bytes, but {entry.name} is published as "
-                             f"{entry.size}: the download is incomplete or not that file")
-        if expected and fetched.sha256 != expected.lower():
-            raise InputError(url, f"has SHA-256 {fetched.sha256}, expected {expected.lower()}: the "
-                             "file is damaged or not the one published")
-        identity = _verified(part, entry, name, url)
-    except GfmError:
+        fetched = fetch(url, part, progress.span(0.0, 0.95))
+        expected = params.sha256 or (entry.sha256 if entry else None) or fetched.published_sha256
+        try:
+            _check_download(fetched, expected, entry, url)
+            identity = _verified(part, entry, name, url)
+        except GfmError:
+            discard(part)
+            raise
+        record = _record(filename, fetched.size, fetched.sha256, url, identity, entry,
+                         checked=bool(expected))
+        progress(0.97, "installing")
+        installed = store.install(name, part, record)
         discard(part)
-        raise
-    record = _record(filename, fetched.size, fetched.sha256, url, identity, entry,
-                     checked=bool(expected))
-    progress(0.97, "installing")
-    installed = store.install(name, part, record)
-    discard(part)
+    finally:
+        store.clear_staging(name)  # once empty: a download to resume keeps it
     progress(1.0, f"installed {name}")
     return installed
+
+
+def _check_download(fetched: Fetched, expected: str | None, entry: CatalogEntry | None,
+                    url: str) -> None:
+    if entry is not None and entry.size is not None and fetched.size != entry.size:
+        raise InputError(url, f"is {fetched.size} bytes, but {entry.name} is published as "
+                         f"{entry.size}: the download is incomplete or not that file")
+    if expected and fetched.sha256 != expected.lower():
+        raise InputError(url, f"has SHA-256 {fetched.sha256}, expected {expected.lower()}: the "
+                         "file is damaged or not the one published")
 
 
 def _verified(path: Path, entry: CatalogEntry | None, name: str, source: str) -> Identity:
@@ -139,8 +146,7 @@ def import_weights(params: WeightsImportParams, progress: Progress,
     staged.parent.mkdir(parents=True, exist_ok=True)
     progress(0.0, f"copying {source.name}")
     try:
-        shutil.copyfile(source, staged)
-        digest = sha256_of(staged, progress)
+        digest = copy_with_sha256(source, staged, progress.span(0.0, 0.95))
         record = _record(source.name, staged.stat().st_size, digest, f"imported from {source}",
                          identity, entry, checked=False)
         installed = store.install(name, staged, record)
@@ -148,6 +154,7 @@ def import_weights(params: WeightsImportParams, progress: Progress,
         return installed
     finally:
         staged.unlink(missing_ok=True)
+        store.clear_staging(name)
 
 
 def remove_weights(name: str, store: WeightsStore | None = None) -> dict[str, Any]:

@@ -158,6 +158,20 @@ def _done_text(have: int, total: int | None) -> str:
     return f"{have / mb:.0f} of {total / mb:.0f} MB" if total else f"{have / mb:.0f} MB"
 
 
+def copy_with_sha256(source: Path, target: Path, progress: Progress) -> str:
+    """Copy a file and hash it in the same pass (a checkpoint is read once, not twice)."""
+    digest = hashlib.sha256()
+    total = max(source.stat().st_size, 1)
+    done = 0
+    with source.open("rb") as src, target.open("wb") as out:
+        while block := src.read(CHUNK * 8):
+            out.write(block)
+            digest.update(block)
+            done += len(block)
+            progress(done / total, _done_text(done, total))
+    return digest.hexdigest()
+
+
 def sha256_of(path: Path, progress: Progress | None = None) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:

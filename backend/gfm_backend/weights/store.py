@@ -5,10 +5,10 @@ came from, what it is). A folder appears only complete: files are staged in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,9 @@ class WeightsStore:
         if self.record(name) is not None:
             raise GfmError(f"weights {name!r} are already installed; remove them first "
                            f"(gfm weights remove {name}) or choose another --name")
+        if (self.root / name).exists():  # never replace a folder that is not a complete entry
+            raise GfmError(f"{self.root / name} exists but holds no complete weights entry; "
+                           "remove it or choose another --name")
         filename = Path(record["file"]).name
         full = record | {"name": name, "file": filename,
                          "added": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -86,11 +89,22 @@ class WeightsStore:
             (tmp / RECORD).write_text(json.dumps(full, indent=2), encoding="utf-8")
         return self.record(name) or full
 
+    def clear_staging(self, name: str) -> None:
+        """Remove `name`'s staging folder once nothing is left in it (a partial download
+        waiting to be resumed keeps it)."""
+        for folder in (self.staging(name), self.root / PARTIAL):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
     def remove(self, name: str) -> dict[str, Any]:
         record = self.record(check_name(name))
         if record is None:
             raise InputError(name, f"no weights of that name (installed: {self.names_text()})")
-        shutil.rmtree(self.root / name)
+        folder = self.root / name
+        for path in (Path(record["path"]), folder / RECORD):  # ours only: anything else stays
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
         return record
 
     def names_text(self) -> str:

@@ -189,3 +189,17 @@ def test_the_published_gfm_pth_from_a_mirror(tmp_path, store) -> None:
     assert (record["name"], record["catalog"], record["role"]) == ("gfm", "gfm", "student")
     assert record["architecture"] == "Swin-B"
     assert record["shape"].startswith("embed 128, depths 2-2-18-2, window 6, 192 px")
+
+
+def test_the_store_never_replaces_or_deletes_what_is_not_its_own(server, store) -> None:
+    stray = store.root / "gfm" / "notes.txt"  # a folder of that name that is no entry
+    stray.parent.mkdir(parents=True)
+    stray.write_text("mine")
+    with pytest.raises(GfmError, match="holds no complete weights entry"):
+        get_weights(WeightsGetParams(server.url("gfm.pth"), name="gfm"), silent(), store)
+    assert stray.read_text() == "mine"
+    get_weights(WeightsGetParams(server.url("gfm.pth"), name="other"), silent(), store)
+    extra = store.root / "other" / "readme.txt"
+    extra.write_text("kept")
+    remove_weights("other", store)
+    assert extra.read_text() == "kept" and store.record("other") is None
