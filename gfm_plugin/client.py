@@ -44,19 +44,15 @@ class BackendClient:
         self.timeout = timeout
 
     # -- plumbing ---------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+    def _open(self, method: str, path: str, data: bytes | None = None, auth: bool = True,
+              headers: dict[str, str] | None = None):
+        """The response of one request (the caller closes it); errors as BackendError."""
         url = self.connection.url.rstrip("/") + path
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
+        req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
         if auth and self.connection.token:
             req.add_header("Authorization", f"Bearer {self.connection.token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-                ctype = resp.headers.get("Content-Type", "")
+            return urllib.request.urlopen(req, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             raise BackendError(self._http_message(exc), exc.code) from exc
         except (urllib.error.URLError, OSError) as exc:
@@ -65,6 +61,15 @@ class BackendClient:
                 f"GFM backend not reachable at {self.connection.url} ({reason}). Start it from "
                 "the GFM settings or run `gfm serve`."
             ) from exc
+
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        with self._open(method, path, data, auth, headers) as resp:
+            raw = resp.read()
+            ctype = resp.headers.get("Content-Type", "")
         if "json" in ctype:
             return json.loads(raw.decode("utf-8") or "null")
         return raw.decode("utf-8", errors="replace")
@@ -115,6 +120,30 @@ class BackendClient:
 
     def log(self, job_id: str) -> str:
         return self._request("GET", f"/jobs/{job_id}/log")
+
+    def job_files(self, job_id: str) -> list[dict]:
+        """What a succeeded job wrote: `name`, `size`, `sha256` of each file."""
+        return self._request("GET", f"/jobs/{job_id}/files")["files"]
+
+    def file_bytes(self, job_id: str, name: str) -> bytes:
+        """A small file of a job (its report, a plot) through the API, local or remote."""
+        with self._open("GET", self._file_path(job_id, name)) as resp:
+            return resp.read()
+
+    def download(self, job_id: str, entry: dict, dest: str | Path, on_bytes=None) -> Path:
+        """Fetch one listed file to `dest`: staged as `dest.partial`, resumed from there with
+        a Range request after a broken transfer, checked against the listed SHA-256 and
+        renamed into place only when complete. `on_bytes(done, total)` may raise to stop."""
+        from .transfer import fetch_resumable
+
+        return fetch_resumable(lambda start: self._open(
+            "GET", self._file_path(job_id, entry["name"]),
+            headers={"Range": f"bytes={start}-"} if start else {}),
+            Path(dest), int(entry["size"]), str(entry["sha256"]), on_bytes)
+
+    @staticmethod
+    def _file_path(job_id: str, name: str) -> str:
+        return f"/jobs/{job_id}/files/{urllib.parse.quote(name)}"
 
     def wait(self, job_id: str, poll_s: float = 0.5, timeout_s: float | None = None,
              on_progress=None, should_cancel=None) -> dict:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 from . import layers
-from .backend_process import SERVER_JSON
+from .backend_process import SERVER_JSON, find_running
 from .client import BackendClient, BackendError
 from .connection import describe, get_client
+from .jobs_panel import JobsPanel
+from .messages import TITLE, Messages
+from .output_folders import folder_for, new_file, new_folder_name, output_root, safe_name
 from .settings import BackendSettings
 from .tasks import BackendJobTask, StartBackendTask
 
-TITLE = "GFM"
+POLL_S = 3
 
 
 class GfmController:
@@ -23,8 +24,11 @@ class GfmController:
         self.iface = iface
         self.dock = dock
         self.client: BackendClient | None = None
-        self.tasks: dict[str, BackendJobTask] = {}
         self.settings = BackendSettings.load()
+        self.msg = Messages(iface, dock)
+        self.jobs = JobsPanel(dock, self.msg, self._client, lambda: self.settings.mode == "local")
+        self.run_job = self.jobs.run_job
+        self._start_task: StartBackendTask | None = None
         d = dock
         d.connect_button.clicked.connect(self.connect_in_background)
         d.refresh_models_button.clicked.connect(self.refresh_models)
@@ -33,38 +37,34 @@ class GfmController:
         d.new_labels_button.clicked.connect(self.new_labels_layer)
         d.add_class_button.clicked.connect(self.add_class)
         d.finetune_button.clicked.connect(self.finetune_current)
-        d.cancel_button.clicked.connect(self.cancel_selected)
         d.settings_button.clicked.connect(self.edit_settings)
         d.pretrain_button.clicked.connect(self.open_pretrain_dialog)
-        d.resume_button.clicked.connect(self.resume_selected)
         d.get_weights_button.clicked.connect(self.open_weights)
         d.labels_combo.layerChanged.connect(self._preselect_class_field)
         if iface is not None and iface.activeLayer() is not None:
             if isinstance(iface.activeLayer(), QgsRasterLayer):
                 d.raster_combo.setLayer(iface.activeLayer())
+        self.show_outputs_folder()
+
+    @property
+    def tasks(self) -> dict[str, BackendJobTask]:
+        return self.jobs.tasks
+
+    def show_outputs_folder(self) -> None:
+        self.dock.set_outputs_folder(str(output_root(self.settings.results_dir)))
 
     # -- messages ----------------------------------------------------------------
     def info(self, text: str) -> None:
-        self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Info, duration=8)
+        self.msg.info(text)
 
     def warn(self, text: str) -> None:
-        self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Warning, duration=0)
-
-    def show_warnings(self, title: str, info: dict) -> None:
-        """The backend's warnings (pixel-size mismatch, no validation polygons) reach the user."""
-        for warning in (info.get("outputs") or {}).get("warnings") or []:
-            self.warn(f"{title}: {warning}")
+        self.msg.warn(text)
 
     def error(self, text: str) -> None:
-        self.iface.messageBar().pushMessage(TITLE, text, level=Qgis.Critical, duration=0)
+        self.msg.error(text)
 
     def confirm(self, text: str) -> bool:
-        """Ask before replacing something; the backend never replaces without being told."""
-        from qgis.PyQt.QtWidgets import QMessageBox
-
-        buttons = QMessageBox.StandardButton
-        answer = QMessageBox.question(self.dock, TITLE, text, buttons.Yes | buttons.No, buttons.No)
-        return answer == buttons.Yes
+        return self.msg.confirm(text)
 
     # -- backend -----------------------------------------------------------------
     def connect(self, start: bool = True) -> bool:
@@ -118,17 +118,35 @@ class GfmController:
             self.connect_in_background(start=False)
 
     def load_jobs(self) -> None:
-        """The backend's job history into the Jobs list (oldest first, newest on top)."""
+        """The backend's job history into the Jobs list."""
         if self.client is None:
             return
         try:
-            jobs = self.client.jobs()
+            self.jobs.merge(self.client.jobs())
         except BackendError:
             return
-        for job in reversed(jobs):
-            self.dock.job_row(job["id"], _job_title(job))
-            self.dock.update_job(job["id"], job.get("state", "?"), float(job.get("progress") or 0.0),
-                                 job.get("message") or "")
+
+    def check_backend(self) -> None:
+        """Every few seconds: the Jobs list follows the backend (Processing's jobs too), the
+        status turns red when the backend stops answering or refuses the token, and a
+        local backend restarted on another port is found again through its server.json."""
+        if self._start_task is not None and self._start_task.status() in (
+                self._start_task.Queued, self._start_task.OnHold, self._start_task.Running):
+            return
+        if self.client is not None:
+            try:
+                self.jobs.merge(self.client.jobs())
+                return
+            except BackendError as exc:
+                self._disconnected(str(exc))
+        if self.settings.mode == "local":
+            client = find_running(self.settings.state_dir)
+            if client is not None:
+                try:
+                    self._connected(client, describe(client))
+                    self.load_jobs()
+                except BackendError as exc:
+                    self._disconnected(str(exc))
 
     def _offer_upgrade(self, backend_version: str | None) -> None:
         """A local backend older or newer than the plugin: offer Set up backend, which
@@ -210,65 +228,6 @@ class GfmController:
         except BackendError as exc:
             self.error(str(exc))
 
-    # -- jobs --------------------------------------------------------------------
-    def run_job(self, title: str, job_type: str, params: dict, on_success) -> BackendJobTask | None:
-        client = self._client()
-        if client is None:
-            return None
-
-        def done(task: BackendJobTask, ok: bool) -> None:
-            key = task.job_id or title
-            self.dock.update_job(key, task.info.get("state", "failed"),
-                                 float(task.info.get("progress") or 0.0), task.error or "")
-            if ok:
-                on_success(task.info)
-            elif task.isCanceled():
-                self.info(f"{title}: cancelled")
-            else:
-                self.error(f"{title}: {task.error}")
-
-        task = BackendJobTask(title, client, job_type, params, on_done=done)
-        task.progressChanged.connect(lambda _p: self._follow(task, title))
-        QgsApplication.taskManager().addTask(task)
-        self.tasks[title] = task
-        return task
-
-    def _follow(self, task: BackendJobTask, title: str) -> None:
-        if task.job_id is None:
-            return
-        self.dock.job_row(task.job_id, title)
-        self.dock.update_job(task.job_id, task.info.get("state", "running"),
-                             float(task.info.get("progress") or 0.0), task.info.get("message", ""))
-
-    def resume_selected(self) -> None:
-        """Re-queue an interrupted (or cancelled) pretraining job from its last checkpoint."""
-        job_id = self.dock.selected_job()
-        client = self._client()
-        if job_id is None or client is None:
-            return
-        try:
-            info = client.resume(job_id)
-        except BackendError as exc:
-            self.error(str(exc))
-            return
-        new_id = info.get("id", job_id)
-        self.dock.job_row(new_id, f"Resume {job_id[:8]}")
-        self.info(f"pretraining job {job_id[:8]} resumed as {new_id[:8]}")
-
-    def cancel_selected(self) -> None:
-        job_id = self.dock.selected_job()
-        if job_id is None:
-            return
-        for task in self.tasks.values():
-            if task.job_id == job_id:
-                task.cancel()
-                return
-        if self.client is not None:
-            try:
-                self.client.cancel(job_id)
-            except BackendError as exc:
-                self.error(str(exc))
-
     # -- actions -----------------------------------------------------------------
     def classify_current(self) -> BackendJobTask | None:
         layer = self.dock.raster_combo.currentLayer()
@@ -284,17 +243,14 @@ class GfmController:
             path = self._export_visible(layer, model)
             if path is None:
                 return None
-        if self.settings.results_dir:
-            Path(self.settings.results_dir).mkdir(parents=True, exist_ok=True)
-        out = tempfile.mkdtemp(prefix=f"{_safe(layer.name())}-",
-                               dir=self.settings.results_dir or None)
         name = layer.name()
+        out = str(new_folder_name(folder_for("results", self.settings.results_dir), name))
         params = {"raster": path, "model": model["path"], "out": out}
 
         def loaded(info: dict) -> None:
             layers.add_classify_results((info.get("outputs") or {}).get("files") or out, name)
             self.info(f"classified {name}: results added to the group {name!r}")
-            self.show_warnings(f"Classify {name}", info)
+            self.msg.show_warnings(f"Classify {name}", info)
 
         return self.run_job(f"Classify {name}", "classify", params, loaded)
 
@@ -316,7 +272,8 @@ class GfmController:
                        f"{height:.0f} px at {gsd or pixel:g} m: zoom to the area to classify, or "
                        "save the layer as GeoTIFF first")
             return None
-        out = os.path.join(tempfile.mkdtemp(prefix="gfm-export-"), f"{_safe(layer.name())}.tif")
+        out = str(new_file(folder_for("exports", self.settings.results_dir),
+                           safe_name(layer.name()), ".tif"))
         try:
             path = layers.export_raster_extent(layer, extent, pixel, out)
         except RuntimeError as exc:
@@ -330,8 +287,7 @@ class GfmController:
     def new_labels_layer(self) -> QgsVectorLayer | None:
         raster = self.dock.raster_combo.currentLayer()
         crs = raster.crs() if raster is not None else QgsProject.instance().crs()
-        folder = QgsProject.instance().homePath() or tempfile.mkdtemp(prefix="gfm-labels-")
-        path = _unique(Path(folder) / "gfm_labels.gpkg")
+        path = new_file(folder_for("labels", self.settings.results_dir), "gfm_labels", ".gpkg")
         classes = _class_names(self.dock.class_name_edit.text())
         layer = layers.create_labels_layer(str(path), crs, classes)
         self.dock.class_name_edit.clear()
@@ -360,10 +316,10 @@ class GfmController:
             self.dock.field_combo.setField(layers.class_field_for(layer) or "")
 
     def finetune_current(self) -> BackendJobTask | None:
-        raster = self.dock.raster_combo.currentLayer()
+        rasters = self.dock.chosen_training_rasters()
         labels = self.dock.labels_combo.currentLayer()
-        if raster is None or labels is None:
-            self.error("pick the raster and the training-labels layer")
+        if not rasters or labels is None:
+            self.error("pick the training rasters and the training-labels layer")
             return None
         if labels.featureCount() == 0 and not labels.isModified():
             self.error(f"no labels drawn in {labels.name()}: draw some polygons first")
@@ -374,17 +330,21 @@ class GfmController:
         if labels.featureCount() == 0:
             self.error(f"no labels drawn in {labels.name()}: draw some polygons first")
             return None
-        raster_path = layers.raster_file_path(raster)
+        raster_paths = [layers.raster_file_path(r) for r in rasters]
         labels_path = layers.vector_file_path(labels)
-        if raster_path is None or labels_path is None:
-            self.error("fine-tuning needs the raster and the labels saved as files")
+        unsaved = [r.name() for r, p in zip(rasters, raster_paths, strict=True) if p is None]
+        if unsaved or labels_path is None:
+            self.error("fine-tuning needs the rasters and the labels saved as files"
+                       + (f" ({', '.join(unsaved)} is not a file)" if unsaved else ""))
             return None
-        name = self.dock.model_name_edit.text().strip() or f"{_safe(raster.name())}-model"
-        out = str(Path(self.settings.models_dir or tempfile.mkdtemp(prefix="gfm-models-")) / name)
+        name = safe_name(self.dock.model_name_edit.text().strip() or f"{rasters[0].name()}-model")
+        models = Path(self.settings.models_dir) if self.settings.models_dir else \
+            folder_for("models", self.settings.results_dir)
+        out = str(models / name)
         if (Path(out) / "model.json").exists():
             if not self.confirm(f"A model named {name} exists ({out}). Replace it?"):
                 return None
-        params = {"rasters": [raster_path], "labels": labels_path, "out": out,
+        params = {"rasters": raster_paths, "labels": labels_path, "out": out,
                   "overwrite": (Path(out) / "model.json").exists(),
                   "epochs": self.dock.epochs_spin.value(), **self.dock.encoder_params()}
         field = self.dock.field_combo.currentField()
@@ -397,7 +357,7 @@ class GfmController:
         def registered(info: dict) -> None:
             self.refresh_models()
             self.info(f"model {name} trained; IoU per class: {_iou_text(info)}")
-            self.show_warnings(f"Fine-tune {name}", info)
+            self.msg.show_warnings(f"Fine-tune {name}", info)
 
         return self.run_job(f"Fine-tune {name}", "finetune", params, registered)
 
@@ -426,12 +386,6 @@ class GfmController:
                             {"src_folder": req.src_folder, "out": req.pile_dir}, built)
 
 
-def _job_title(job: dict) -> str:
-    params = job.get("params") or {}
-    target = params.get("out") or params.get("raster") or params.get("source") or ""
-    return f"{job.get('type', 'job')} {Path(str(target)).name}".strip()
-
-
 def _class_names(text: str) -> list[str]:
     """'Building, Hydro,, Road' -> ['Building', 'Hydro', 'Road'] (empty names dropped)."""
     names: list[str] = []
@@ -448,15 +402,3 @@ def _iou_text(info: dict) -> str:
     parts = [f"{k} {v:.2f}" if v is not None else f"{k} n/a (no validation polygons)"
              for k, v in per_class.items()]
     return ", ".join(parts) or "n/a (no validation polygons)"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40] or "layer"
-
-
-def _unique(path: Path) -> Path:
-    candidate, i = path, 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}_{i}{path.suffix}")
-        i += 1
-    return candidate

@@ -6,8 +6,8 @@ and runs jobs as QgsTasks so the window never freezes.
 
 from __future__ import annotations
 
-from qgis.core import QgsMapLayerProxyModel
-from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.gui import QgsCheckableComboBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
@@ -29,6 +29,8 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from .report_view import ReportView
 
 
 def color_icon(hex_color: str) -> QIcon:
@@ -55,6 +57,8 @@ class GfmDock(QDockWidget):
         self.pretrain_button = QPushButton("Pretrain…")
         layout.addWidget(self.pretrain_button)
         self._jobs_box(layout)
+        self.report = ReportView()
+        layout.addWidget(self.report)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -66,6 +70,10 @@ class GfmDock(QDockWidget):
         self.setWidget(scroll)
         self._job_items: dict[str, tuple[QTreeWidgetItem, QProgressBar]] = {}
         self.field_combo.setLayer(self.labels_combo.currentLayer())
+        self.refresh_training_rasters()
+        project = QgsProject.instance()
+        project.layersAdded.connect(lambda _l: self.refresh_training_rasters())
+        project.layersRemoved.connect(lambda _l: self.refresh_training_rasters())
 
     def _status_row(self) -> QVBoxLayout:
         """The status on a line of its own (the dock's full width), the buttons below it."""
@@ -79,6 +87,9 @@ class GfmDock(QDockWidget):
         buttons.addWidget(self.connect_button, 1)
         buttons.addWidget(self.settings_button, 1)
         rows.addLayout(buttons)
+        self.outputs_label = QLabel()
+        self.outputs_label.setWordWrap(True)
+        rows.addWidget(self.outputs_label)
         return rows
 
     def _classify_box(self) -> QGroupBox:
@@ -119,6 +130,12 @@ class GfmDock(QDockWidget):
         self.labels_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         self.field_combo = QgsFieldComboBox()
         self.labels_combo.layerChanged.connect(self.field_combo.setLayer)
+        self.training_rasters = QgsCheckableComboBox()
+        self.training_rasters.setDefaultText("the Classify raster")
+        self.training_rasters.setToolTip("The rasters the polygons are drawn over (several: "
+                                         "each polygon takes its pixels from those it overlaps)")
+        tl.addWidget(QLabel("Training rasters"))
+        tl.addWidget(self.training_rasters)
         tl.addWidget(QLabel("Training polygons and class field"))
         tl.addWidget(self.labels_combo)
         tl.addWidget(self.field_combo)
@@ -174,6 +191,30 @@ class GfmDock(QDockWidget):
         layout.addLayout(job_buttons)
 
     # -- views the controller updates ---------------------------------------------
+    def refresh_training_rasters(self) -> None:
+        """Every raster layer of the project, the checked ones kept checked."""
+        checked = set(self.training_rasters.checkedItemsData())
+        self.training_rasters.clear()
+        rasters = [layer for layer in QgsProject.instance().mapLayers().values()
+                   if isinstance(layer, QgsRasterLayer)]
+        for layer in sorted(rasters, key=lambda la: la.name().lower()):
+            self.training_rasters.addItemWithCheckState(
+                layer.name(), Qt.CheckState.Checked if layer.id() in checked else Qt.CheckState.Unchecked,
+                layer.id())
+
+    def chosen_training_rasters(self) -> list[QgsRasterLayer]:
+        """The checked rasters; none checked: the Classify raster."""
+        project = QgsProject.instance()
+        layers = [project.mapLayer(i) for i in self.training_rasters.checkedItemsData()]
+        layers = [la for la in layers if isinstance(la, QgsRasterLayer)]
+        current = self.raster_combo.currentLayer()
+        return layers or ([current] if current is not None else [])
+
+    def set_outputs_folder(self, folder: str) -> None:
+        self.outputs_label.setText(f"Outputs: {folder}")
+        self.outputs_label.setToolTip("Labels, models and results are written here (beside the "
+                                      "project when it is saved; else the folder in Settings)")
+
     def set_status(self, text: str, ok: bool, where: str = "") -> None:
         """One short line (errors in red); where the backend is goes in the tooltip, so a
         long URL never wraps over the dock."""

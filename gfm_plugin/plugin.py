@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsMapLayer, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .controller import GfmController
+from .controller import POLL_S, GfmController
 from .dock import GfmDock
 from .processing.provider import GfmProvider
 
@@ -36,25 +36,71 @@ class GfmPlugin:
     def initGui(self) -> None:  # noqa: N802 (QGIS API name)
         self.initProcessing()
         self.dock = GfmDock(self.iface.mainWindow())
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.controller = GfmController(self.iface, self.dock)
-        action = QAction(QIcon(str(ICON)), "GFM panel", self.iface.mainWindow())
-        action.setCheckable(True)
-        action.setChecked(True)
-        action.toggled.connect(self.dock.setVisible)
-        self.dock.visibilityChanged.connect(action.setChecked)  # closed with its X: unchecked
-        QTimer.singleShot(0, self.controller.connect_at_startup)
+        panel = self._action("GFM panel", None, icon=True)
+        panel.setCheckable(True)
+        panel.setChecked(True)
+        panel.toggled.connect(self.dock.setVisible)
+        self.dock.visibilityChanged.connect(panel.setChecked)  # closed with its X: unchecked
+        self.iface.addToolBarIcon(panel)
+        c = self.controller
+        for text, slot in (("Classify layer", c.classify_current), ("Fine-tune", c.finetune_current),
+                           ("New training-labels layer", c.new_labels_layer),
+                           ("Pretrain…", c.open_pretrain_dialog), ("Get weights…", c.open_weights),
+                           ("Set up backend…", c.open_setup), ("Settings…", c.edit_settings)):
+            self._action(text, slot)
+        self._layer_menu_action()
+        QTimer.singleShot(0, c.connect_at_startup)
+        self.timer = QTimer(self.dock)
+        self.timer.timeout.connect(c.check_backend)
+        self.timer.start(POLL_S * 1000)
+        project = QgsProject.instance()
+        project.homePathChanged.connect(c.show_outputs_folder)
+
+    def _action(self, text: str, slot, icon: bool = False) -> QAction:
+        """An entry under Raster > GFM (every action the dock has)."""
+        action = QAction(QIcon(str(ICON)) if icon else QIcon(), text, self.iface.mainWindow())
+        if slot is not None:
+            action.triggered.connect(lambda _checked=False: self._show_dock_and(slot))
         self.iface.addPluginToRasterMenu(MENU, action)
-        self.iface.addToolBarIcon(action)
         self.actions.append(action)
+        return action
+
+    def _show_dock_and(self, slot) -> None:
+        if self.dock is not None:
+            self.dock.show()
+        slot()
+
+    def _layer_menu_action(self) -> None:
+        """"Classify with GFM" on a raster layer's context menu in the Layers panel."""
+        self.layer_action = QAction(QIcon(str(ICON)), "Classify with GFM", self.iface.mainWindow())
+        self.layer_action.triggered.connect(self.classify_active_layer)
+        self.iface.addCustomActionForLayerType(self.layer_action, "", QgsMapLayer.RasterLayer, True)
+
+    def classify_active_layer(self) -> None:
+        layer = self.iface.activeLayer()
+        if self.dock is None or self.controller is None or not isinstance(layer, QgsRasterLayer):
+            return
+        self.dock.show()
+        self.dock.raster_combo.setLayer(layer)
+        self.controller.classify_current()
 
     def unload(self) -> None:
+        if getattr(self, "timer", None) is not None:
+            self.timer.stop()
+        if getattr(self, "layer_action", None) is not None:
+            self.iface.removeCustomActionForLayerType(self.layer_action)
+            self.layer_action.deleteLater()
+            self.layer_action = None
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
             self.iface.removeToolBarIcon(action)
             action.deleteLater()
         self.actions.clear()
         if self.dock is not None:
+            if self.controller is not None:
+                QgsProject.instance().homePathChanged.disconnect(self.controller.show_outputs_folder)
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

@@ -15,6 +15,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from .output_folders import default_root
 from .settings import BackendSettings
 
 
@@ -66,9 +67,11 @@ class SettingsDialog(QDialog):
         python_row.addWidget(self.setup_button)
         self.state_dir = _path_widget(settings.state_dir, folder=True)
         self.models_dir = _path_widget(settings.models_dir, folder=True,
-                                       placeholder="where fine-tuned models are written")
+                                       placeholder="default: models/ in the outputs folder")
         self.results_dir = _path_widget(settings.results_dir, folder=True,
-                                        placeholder="where Classify layer writes its results")
+                                        placeholder=f"default: {default_root()}")
+        self.results_dir.setToolTip("Labels, models and results of an unsaved project go here; "
+                                    "a saved project's go to gfm/ beside it")
         self.url = QLineEdit(settings.url)
         self.url.setPlaceholderText("http://127.0.0.1:8765")
         self.token = QLineEdit(settings.token)
@@ -76,7 +79,7 @@ class SettingsDialog(QDialog):
         form.addRow("Python", python_row)
         form.addRow("State folder", self.state_dir)
         form.addRow("Models folder", self.models_dir)
-        form.addRow("Results folder", self.results_dir)
+        form.addRow("Outputs folder", self.results_dir)
         form.addRow("URL", self.url)
         form.addRow("Token", self.token)
         return form

@@ -35,6 +35,8 @@ class BackendJobTask(QgsTask):
         except BackendError as exc:
             self.error = str(exc)
             return False
+        if self.info.get("state") == "cancelled" and self.isCanceled():
+            return True  # what the user asked for: QGIS should not report "Task failed"
         if self.info.get("state") != "succeeded":
             self.error = self.info.get("message") or f"job {self.info.get('state')}"
             return False

@@ -90,7 +90,23 @@ def use_backend(backend_server):
     client, state = backend_server
     before = BackendSettings.load()
     settings = BackendSettings(mode="local", python=str(VENV_PY), state_dir=str(state),
-                               models_dir=str(state / "models"))
+                               models_dir=str(state / "models"),
+                               results_dir=str(state / "outputs"))
     settings.save()
     yield settings
     before.save()
+
+
+@pytest.fixture
+def plugin(iface, use_backend):
+    from gfm_plugin.controller import GfmController
+    from gfm_plugin.dock import GfmDock
+
+    dock = GfmDock()
+    controller = GfmController(iface, dock)
+    controller.settings = use_backend
+    controller.show_outputs_folder()
+    yield controller
+    project = qgis_core.QgsProject.instance()
+    project.removeAllMapLayers()
+    project.layerTreeRoot().removeAllChildren()

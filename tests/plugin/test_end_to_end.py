@@ -34,19 +34,6 @@ def wait_for(task, timeout=300):
         time.sleep(0.01)
 
 
-@pytest.fixture
-def plugin(iface, use_backend):
-    from gfm_plugin.controller import GfmController
-    from gfm_plugin.dock import GfmDock
-
-    dock = GfmDock()
-    controller = GfmController(iface, dock)
-    controller.settings = use_backend
-    yield controller
-    QgsProject.instance().removeAllMapLayers()
-    QgsProject.instance().layerTreeRoot().removeAllChildren()
-
-
 def messages(iface) -> list[str]:
     return [str(c.args[1]) for c in iface.messageBar().pushMessage.call_args_list]
 
@@ -73,6 +60,11 @@ def test_classify_layer_adds_styled_group(plugin, backend_outputs, iface):
         "polygons", "classes", "confidence"]
     assert any("classified scene" in m for m in messages(iface))
     assert plugin.dock.jobs.topLevelItemCount() == 1
+    # results go to a new folder under the outputs folder the dock shows, never /tmp
+    results = Path(plugin.settings.results_dir) / "results"
+    assert Path(task.params["out"]).parent == results
+    assert Path(task.params["out"]).name.startswith("scene-")
+    assert str(results.parent) in plugin.dock.outputs_label.text()
 
 
 def test_finetune_from_drawn_labels_registers_a_model(plugin, backend_outputs, iface):
@@ -100,6 +92,12 @@ def test_finetune_from_drawn_labels_registers_a_model(plugin, backend_outputs, i
     assert any("IoU per class" in m for m in messages(iface))
     names = [plugin.dock.model_combo.itemText(i) for i in range(plugin.dock.model_combo.count())]
     assert "drawn-model" in names
+    # the report of the selected job: scores and the package's plots, through the API
+    plugin.dock.jobs.setCurrentItem(plugin.dock.jobs.topLevelItem(0))
+    report = plugin.dock.report
+    assert "mIoU" in report.text.text() and "built-up" in report.text.text()
+    assert all(not label.pixmap().isNull() for label in report.plots.values())
+    assert report.open_folder_button.isEnabled()
 
     # the same name again: replaced only when the analyst says yes
     asked = []
@@ -270,6 +268,9 @@ def test_cancel_stops_the_backend_job(plugin, backend_outputs, tmp_path):
     plugin.connect()
     plugin.dock.raster_combo.setLayer(layer)
     task = plugin.classify_current()
+    ended: list[str] = []  # QGIS shows "Task failed" for a terminated task
+    task.taskCompleted.connect(lambda: ended.append("completed"))
+    task.taskTerminated.connect(lambda: ended.append("terminated"))
     deadline = time.monotonic() + 120
     while not task.job_id or task.info.get("state") != "running":
         QgsApplication.processEvents()
@@ -279,6 +280,7 @@ def test_cancel_stops_the_backend_job(plugin, backend_outputs, tmp_path):
     wait_for(task)
     job = plugin.client.job(task.job_id)
     assert job["state"] == "cancelled"
+    assert ended == ["completed"]  # cancelled as asked: QGIS says no "Task failed"
     assert QgsProject.instance().layerTreeRoot().findGroup("big") is None
 
 

@@ -9,14 +9,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_class_factory_loads_and_unloads(iface):
-    from qgis.core import QgsApplication
+    from qgis.core import QgsApplication, QgsMapLayer
 
     import gfm_plugin
 
     plugin = gfm_plugin.classFactory(iface)
     plugin.initGui()
-    assert len(plugin.actions) == 1
-    iface.addPluginToRasterMenu.assert_called()
+    assert [a.text() for a in plugin.actions] == [
+        "GFM panel", "Classify layer", "Fine-tune", "New training-labels layer", "Pretrain…",
+        "Get weights…", "Set up backend…", "Settings…"]
+    menu = [c.args for c in iface.addPluginToRasterMenu.call_args_list]
+    assert [m[1].text() for m in menu[-len(plugin.actions):]] == [a.text() for a in plugin.actions]
+    (layer_menu,) = [c.args for c in iface.addCustomActionForLayerType.call_args_list
+                     if c.args[0] is plugin.layer_action]
+    assert layer_menu[0].text() == "Classify with GFM" and layer_menu[2:] == (QgsMapLayer.RasterLayer, True)
     iface.addDockWidget.assert_called()
     registry = QgsApplication.processingRegistry()
     provider = registry.providerById("gfm")
@@ -34,6 +40,7 @@ def test_class_factory_loads_and_unloads(iface):
     iface.mainWindow().hide()
     plugin.unload()
     assert plugin.actions == [] and plugin.dock is None
+    iface.removeCustomActionForLayerType.assert_called()
     assert registry.providerById("gfm") is None
     iface.removePluginRasterMenu.assert_called()
 
@@ -49,3 +56,28 @@ def test_metadata_has_required_fields(qgis_app):
 
     minimum = tuple(int(x) for x in general["qgisMinimumVersion"].split("."))
     assert Qgis.QGIS_VERSION_INT >= minimum[0] * 10000 + minimum[1] * 100
+
+
+
+def test_classify_with_gfm_on_a_raster_layers_menu_classifies_that_layer(iface, tmp_path):
+    from osgeo import gdal
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    import gfm_plugin
+
+    path = str(tmp_path / "picked.tif")
+    gdal.GetDriverByName("GTiff").Create(path, 8, 8, 3).FlushCache()
+    layer = QgsRasterLayer(path, "picked")
+    QgsProject.instance().addMapLayer(layer)
+    plugin = gfm_plugin.classFactory(iface)
+    plugin.initGui()
+    try:
+        called = []
+        plugin.controller.classify_current = lambda: called.append(plugin.dock.raster_combo.currentLayer())
+        iface.activeLayer.return_value = layer
+        plugin.layer_action.trigger()
+        assert called == [layer]
+    finally:
+        iface.activeLayer.return_value = None
+        plugin.unload()
+        QgsProject.instance().removeAllMapLayers()

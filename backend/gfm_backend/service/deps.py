@@ -3,7 +3,7 @@ server process, kept on `app.state.service`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import HTTPException, Request
@@ -13,6 +13,7 @@ from .catalog import find_model
 from .config import ServiceConfig
 from .device_probe import DeviceProbe
 from .dispatcher import Dispatcher
+from .job_files import HashCache
 from .params import Resolvers
 from .store import JobRecord, JobStore
 
@@ -25,6 +26,7 @@ class ServiceState:
     devices: DeviceProbe
     token: str
     started_at: float
+    hashes: HashCache = field(default_factory=HashCache)
 
     def find_model(self, name: str) -> Path | None:
         """A model name `GET /models` lists -> its package folder."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from .deps import ServiceState, service
+from .job_files import JobFilesError, job_file, job_files
 from .joblogs import log_tail, read_log
 from .jobs import PLANNED, JobTypeError, get_job_type, job_types
 from .params import ParamError
-from .schemas import ERRORS, Job, JobList, JobRequest, JobState, JobTypeList
+from .schemas import ERRORS, Job, JobFileList, JobList, JobRequest, JobState, JobTypeList
 from .security import require_token
 from .store import CANCELLED, FAILED, FINISHED, INTERRUPTED, JobRecord
 
@@ -125,3 +127,36 @@ def resume(job_id: str, svc: State) -> dict[str, Any]:
     svc.dispatcher.note(job_id, "resume requested")
     svc.dispatcher.wake()
     return job_json(svc, svc.record(job_id))
+
+
+@router.get("/jobs/{job_id}/files", response_model=JobFileList)
+def list_files(job_id: str, svc: State) -> dict[str, Any]:
+    """What a succeeded job wrote (its results, model package, report and plots), with sizes
+    and SHA-256, to fetch with `GET /jobs/{id}/files/{name}`."""
+    record = svc.record(job_id)
+    try:
+        files = job_files(record)
+    except JobFilesError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+    return {"job": record.id, "files": [
+        {"name": f.name, "size": f.path.stat().st_size, "sha256": svc.hashes.sha256(f.path)}
+        for f in files]}
+
+
+@router.get("/jobs/{job_id}/files/{name:path}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}},
+                       206: {"description": "the byte range asked for (HTTP Range)"}})
+def get_file(job_id: str, name: str, svc: State) -> FileResponse:
+    """One of the job's files; `Range: bytes=N-` resumes a broken download."""
+    record = svc.record(job_id)
+    try:
+        entry = job_file(record, name)
+    except JobFilesError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+    return FileResponse(entry.path, filename=PurePosixPath(entry.name).name,
+                        media_type=_media_type(entry.name))
+
+
+def _media_type(name: str) -> str:
+    types = {".png": "image/png", ".json": "application/json", ".tif": "image/tiff"}
+    return types.get(PurePosixPath(name).suffix.lower(), "application/octet-stream")

@@ -53,6 +53,17 @@ class JobList(BaseModel):
     counts: dict[str, int]
 
 
+class JobFile(BaseModel):
+    name: str = Field(description="path inside the job's output, '/' between parts")
+    size: int
+    sha256: str
+
+
+class JobFileList(BaseModel):
+    job: str
+    files: list[JobFile]
+
+
 class Health(BaseModel):
     status: str
     version: str

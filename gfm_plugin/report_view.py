@@ -1,0 +1,86 @@
+"""The dock's report of the selected job: scores, warnings and the package's plots.
+
+Everything shown comes through the backend's API (the job and its files), so the view is
+the same for a backend on this machine and one on a colleague's GPU server."""
+
+from __future__ import annotations
+
+import html
+
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QPixmap
+from qgis.PyQt.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
+
+PLOTS = ("training_curve.png", "confusion_matrix.png")
+THUMB_PX = 180
+
+
+def report_html(job: dict) -> str:
+    """A short report of a job: what it did, its scores, its warnings, where its files are."""
+    outputs = job.get("outputs") or {}
+    lines = [f"<b>{html.escape(str(job.get('type', 'job')))}</b> "
+             f"{html.escape(str(job.get('state', '?')))}: {html.escape(job.get('message') or '')}"]
+    validation = outputs.get("validation") or {}
+    if validation:
+        lines.append(_scores(validation))
+    areas = outputs.get("class_area_m2") or {}
+    if areas:
+        lines.append("area: " + ", ".join(f"{html.escape(k)} {v / 1e4:.2f} ha"
+                                          for k, v in areas.items()))
+    for warning in outputs.get("warnings") or []:
+        lines.append(f"<span style='color:#9a6700'>⚠ {html.escape(str(warning))}</span>")
+    run_s = (job.get("timings") or {}).get("run_s")
+    if run_s is not None:
+        lines.append(f"ran {run_s:.1f} s")
+    return "<br>".join(lines)
+
+
+def _scores(validation: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td align='right'>"
+        f"{'n/a (no validation polygons)' if iou is None else f'{iou:.2f}'}</td></tr>"
+        for name, iou in (validation.get("iou") or {}).items())
+    mean = validation.get("mean_iou")
+    accuracy = validation.get("overall_accuracy")
+    head = ", ".join(part for part in (
+        f"mIoU {mean:.2f}" if mean is not None else "",
+        f"overall accuracy {accuracy:.2f}" if accuracy is not None else "") if part)
+    return f"{head}<table><tr><th align='left'>class</th><th>IoU</th></tr>{rows}</table>"
+
+
+class ReportView(QGroupBox):
+    """Report of the selected job; the plots are thumbnails, full size in their tooltip."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("Report", parent)
+        layout = QVBoxLayout(self)
+        self.text = QLabel("select a job to see its report")
+        self.text.setWordWrap(True)
+        self.text.setTextFormat(Qt.TextFormat.RichText)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.text)
+        plots = QHBoxLayout()
+        self.plots: dict[str, QLabel] = {}
+        for name in PLOTS:
+            label = QLabel()
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            plots.addWidget(label)
+            self.plots[name] = label
+        layout.addLayout(plots)
+        self.open_folder_button = QPushButton("Open folder")
+        self.open_folder_button.setToolTip("Open the selected job's output folder")
+        self.open_folder_button.setEnabled(False)
+        layout.addWidget(self.open_folder_button)
+
+    def show_job(self, job: dict, images: dict[str, bytes], folder: str | None) -> None:
+        self.text.setText(report_html(job))
+        for name, label in self.plots.items():
+            pix = QPixmap()
+            if name in images and pix.loadFromData(images[name]):
+                label.setPixmap(pix.scaledToWidth(THUMB_PX, Qt.TransformationMode.SmoothTransformation))
+                label.setToolTip(f"{name} ({pix.width()} x {pix.height()} px)")
+            else:
+                label.clear()
+                label.setToolTip("")
+        self.open_folder_button.setEnabled(bool(folder))
+        self.open_folder_button.setToolTip(folder or "this job wrote no folder here")
