@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsTask, QgsVectorLayer
 
 from . import layers
 from .backend_process import SERVER_JSON, find_running
@@ -130,8 +130,8 @@ class GfmController:
         """Every few seconds: the Jobs list follows the backend (Processing's jobs too), the
         status turns red when the backend stops answering or refuses the token, and a
         local backend restarted on another port is found again through its server.json."""
-        if self._start_task is not None and self._start_task.status() in (
-                self._start_task.Queued, self._start_task.OnHold, self._start_task.Running):
+        waiting = (QgsTask.TaskStatus.Queued, QgsTask.TaskStatus.OnHold, QgsTask.TaskStatus.Running)
+        if self._start_task is not None and self._start_task.status() in waiting:
             return
         if self.client is not None:
             try:
@@ -163,7 +163,7 @@ class GfmController:
         button = QPushButton("Set up backend…")
         button.clicked.connect(self.open_setup)
         item.layout().addWidget(button)
-        bar.pushWidget(item, Qgis.Warning, 0)
+        bar.pushWidget(item, Qgis.MessageLevel.Warning, 0)
 
     def refresh_encoders(self, health: dict | None = None) -> None:
         if self.client is None:
@@ -203,7 +203,10 @@ class GfmController:
         dialog = SettingsDialog(self.settings, self.dock)
         if dialog.exec():
             self.settings = dialog.result_settings()
-            self.settings.save()
+            if not self.settings.save():
+                self.warn("the token could not go into QGIS's authentication manager (no master "
+                          "password was given); it is used until QGIS closes, never saved in "
+                          "plain text")
             self.client = None
             self.connect_in_background()
 

@@ -96,7 +96,7 @@ class GfmDock(QDockWidget):
         box = QGroupBox("Classify layer")
         cl = QVBoxLayout(box)
         self.raster_combo = QgsMapLayerComboBox()
-        self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.raster_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         cl.addWidget(QLabel("Raster layer"))
         cl.addWidget(self.raster_combo)
         model_row = QHBoxLayout()
@@ -127,7 +127,7 @@ class GfmDock(QDockWidget):
         class_row.addWidget(self.add_class_button)
         tl.addLayout(class_row)
         self.labels_combo = QgsMapLayerComboBox()
-        self.labels_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.labels_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.field_combo = QgsFieldComboBox()
         self.labels_combo.layerChanged.connect(self.field_combo.setLayer)
         self.training_rasters = QgsCheckableComboBox()
@@ -269,7 +269,7 @@ class GfmDock(QDockWidget):
         if job_id in self._job_items:
             return
         item = QTreeWidgetItem([title, "queued", ""])
-        item.setData(0, Qt.UserRole, job_id)
+        item.setData(0, Qt.ItemDataRole.UserRole, job_id)
         bar = QProgressBar()
         bar.setRange(0, 100)
         self.jobs.insertTopLevelItem(0, item)
@@ -286,4 +286,4 @@ class GfmDock(QDockWidget):
 
     def selected_job(self) -> str | None:
         item = self.jobs.currentItem()
-        return None if item is None else item.data(0, Qt.UserRole)
+        return None if item is None else item.data(0, Qt.ItemDataRole.UserRole)

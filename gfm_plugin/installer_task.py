@@ -17,7 +17,7 @@ class InstallerTask(QgsTask):
     step = pyqtSignal(float, str)
 
     def __init__(self, venv: Path, python: str | None = None) -> None:
-        super().__init__("Set up GFM backend", QgsTask.CanCancel)
+        super().__init__("Set up GFM backend", QgsTask.Flag.CanCancel)
         self.installer = Installer(venv=venv, python=python or None, log=self.line.emit,
                                    progress=self._progress)
         self.summary: dict = {}

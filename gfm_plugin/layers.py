@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from qgis.core import (
+    Qgis,
     QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
@@ -32,7 +33,14 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType
+
+if Qgis.QGIS_VERSION_INT >= 33800:  # QgsField takes QMetaType from 3.38; Qt 6 has no QVariant types
+    TEXT_TYPE = QMetaType.Type.QString
+else:
+    from qgis.PyQt.QtCore import QVariant
+
+    TEXT_TYPE = QVariant.String
 
 LABEL_FIELD = "class"
 FILE_PROVIDERS = {"gdal"}
@@ -50,8 +58,9 @@ def class_field_for(layer: QgsVectorLayer) -> str | None:
     for field in usable:
         if field.name().lower() == LABEL_FIELD:
             return field.name()
-    texts = [f for f in usable if f.type() == QVariant.String]
-    ints = [f for f in usable if f.type() in (QVariant.Int, QVariant.LongLong, QVariant.UInt)]
+    texts = [f for f in usable if f.type() == QMetaType.Type.QString]
+    ints = [f for f in usable if f.type() in (QMetaType.Type.Int, QMetaType.Type.LongLong,
+                                               QMetaType.Type.UInt)]
     chosen = texts or ints
     return chosen[0].name() if chosen else None
 
@@ -107,7 +116,7 @@ def export_raster_extent(layer: QgsRasterLayer, extent: QgsRectangle, pixel_size
     writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES"])
     tmp_error = writer.writeRaster(pipe, width, height, extent, crs,
                                    QgsCoordinateTransformContext())
-    if tmp_error != QgsRasterFileWriter.NoError:
+    if tmp_error != QgsRasterFileWriter.WriterError.NoError:
         raise RuntimeError(f"could not write {out_path} (error {tmp_error})")
     return out_path
 
@@ -151,13 +160,13 @@ def create_labels_layer(path: str, crs: QgsCoordinateReferenceSystem, classes: l
     """A GeoPackage polygon layer with a `class` field whose widget is a value map of
     `classes`, added to the project in editing mode so the analyst can just draw."""
     fields = QgsFields()
-    fields.append(QgsField(LABEL_FIELD, QVariant.String))
+    fields.append(QgsField(LABEL_FIELD, TEXT_TYPE))
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = "labels"
-    writer = QgsVectorFileWriter.create(path, fields, QgsWkbTypes.MultiPolygon, crs,
+    writer = QgsVectorFileWriter.create(path, fields, QgsWkbTypes.Type.MultiPolygon, crs,
                                         QgsCoordinateTransformContext(), options)
-    if writer.hasError() != QgsVectorFileWriter.NoError:
+    if writer.hasError() != QgsVectorFileWriter.WriterError.NoError:
         raise RuntimeError(f"cannot create {path}: {writer.errorMessage()}")
     del writer  # closes the file
     layer = QgsVectorLayer(f"{path}|layername=labels", unique_layer_name(name), "ogr")

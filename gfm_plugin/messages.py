@@ -18,15 +18,15 @@ class Messages:
         return self.iface.messageBar()
 
     def info(self, text: str) -> None:
-        self._bar().pushMessage(TITLE, text, level=Qgis.Info, duration=INFO_S)
+        self._bar().pushMessage(TITLE, text, level=Qgis.MessageLevel.Info, duration=INFO_S)
 
     def warn(self, text: str) -> None:
-        self._bar().pushMessage(TITLE, text, level=Qgis.Warning, duration=WARNING_S)
+        self._bar().pushMessage(TITLE, text, level=Qgis.MessageLevel.Warning, duration=WARNING_S)
 
     def error(self, text: str) -> None:
         """Stays until closed, replacing the previous GFM error (the job's row keeps each)."""
-        self._clear(Qgis.Critical)
-        self._bar().pushMessage(TITLE, text, level=Qgis.Critical, duration=0)
+        self._clear(Qgis.MessageLevel.Critical)
+        self._bar().pushMessage(TITLE, text, level=Qgis.MessageLevel.Critical, duration=0)
 
     def show_warnings(self, title: str, info: dict) -> None:
         """The backend's warnings (pixel-size mismatch, no validation polygons) reach the user."""
@@ -37,9 +37,8 @@ class Messages:
         """Ask before replacing something; the backend never replaces without being told."""
         from qgis.PyQt.QtWidgets import QMessageBox
 
-        buttons = QMessageBox.StandardButton
-        answer = QMessageBox.question(self.parent, TITLE, text, buttons.Yes | buttons.No, buttons.No)
-        return answer == buttons.Yes
+        yes, no = QMessageBox.StandardButton.Yes, QMessageBox.StandardButton.No
+        return QMessageBox.question(self.parent, TITLE, text, yes | no, no) == yes
 
     def _clear(self, level) -> None:
         bar = self._bar()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsMapLayer, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
@@ -15,6 +15,12 @@ from .dock import GfmDock
 from .processing.provider import GfmProvider
 
 MENU = "&GFM"
+if hasattr(Qgis, "LayerType"):  # QGIS 3.30 and newer (QGIS 4 has only this)
+    RASTER_LAYER = Qgis.LayerType.Raster
+else:
+    from qgis.core import QgsMapLayerType
+
+    RASTER_LAYER = QgsMapLayerType.RasterLayer
 ICON = Path(__file__).resolve().parent / "icon.svg"
 if not ICON.exists():  # running from the source tree, not the built plugin zip
     ICON = Path(__file__).resolve().parents[1] / "resources" / "icon.svg"
@@ -76,7 +82,7 @@ class GfmPlugin:
         """"Classify with GFM" on a raster layer's context menu in the Layers panel."""
         self.layer_action = QAction(QIcon(str(ICON)), "Classify with GFM", self.iface.mainWindow())
         self.layer_action.triggered.connect(self.classify_active_layer)
-        self.iface.addCustomActionForLayerType(self.layer_action, "", QgsMapLayer.RasterLayer, True)
+        self.iface.addCustomActionForLayerType(self.layer_action, "", RASTER_LAYER, True)
 
     def classify_active_layer(self) -> None:
         layer = self.iface.activeLayer()

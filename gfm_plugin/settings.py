@@ -37,30 +37,59 @@ def default_python() -> str:
     return ""
 
 
+PLAIN_KEYS = ("mode", "python", "state_dir", "url", "models_dir", "results_dir", "authcfg")
+
+
 @dataclass
 class BackendSettings:
     mode: str = "local"  # "local": start/find a backend with `python`; "remote": url + token
     python: str = ""
     state_dir: str = ""
     url: str = ""
-    token: str = ""
+    token: str = ""  # in memory only: stored in QGIS's authentication manager (`authcfg`)
     models_dir: str = ""
-    results_dir: str = ""  # where Classify layer writes (default: a new temporary folder)
+    results_dir: str = ""  # the outputs folder of unsaved projects (default: ~/GFM)
+    authcfg: str = ""
 
     @classmethod
     def load(cls) -> BackendSettings:
+        from . import token_store
+
         s = QgsSettings()
-        return cls(
+        settings = cls(
             mode=s.value(PREFIX + "mode", "local"),
             python=s.value(PREFIX + "python", "") or default_python(),
             state_dir=s.value(PREFIX + "state_dir", "") or default_state_dir(),
             url=s.value(PREFIX + "url", ""),
-            token=s.value(PREFIX + "token", ""),
             models_dir=s.value(PREFIX + "models_dir", ""),
             results_dir=s.value(PREFIX + "results_dir", ""),
+            authcfg=s.value(PREFIX + "authcfg", ""),
         )
+        legacy = s.value(PREFIX + "token", "")
+        if legacy:  # a token older versions kept in plain text: moved into the manager
+            settings.token = legacy
+            settings.save()
+        else:
+            settings.token = token_store.load(settings.authcfg)
+        return settings
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write the settings; False when the token could not go into the authentication
+        manager (no master password): it is then kept for this session only, never in
+        plain text."""
+        from . import token_store
+
+        saved = True
+        if self.token:
+            authcfg = token_store.store(self.token, self.authcfg)
+            saved = authcfg is not None
+            self.authcfg = authcfg or self.authcfg
+        elif self.authcfg:
+            token_store.remove(self.authcfg)
+            self.authcfg = ""
         s = QgsSettings()
-        for key in ("mode", "python", "state_dir", "url", "token", "models_dir", "results_dir"):
+        for key in PLAIN_KEYS:
             s.setValue(PREFIX + key, getattr(self, key))
+        if saved:
+            s.remove(PREFIX + "token")
+        return saved

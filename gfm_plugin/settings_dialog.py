@@ -22,7 +22,8 @@ from .settings import BackendSettings
 def _path_widget(value: str, folder: bool, placeholder: str = "") -> QgsFileWidget:
     """A path field with its Browse button."""
     widget = QgsFileWidget()
-    widget.setStorageMode(QgsFileWidget.GetDirectory if folder else QgsFileWidget.GetFile)
+    widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory if folder
+                           else QgsFileWidget.StorageMode.GetFile)
     widget.setFilePath(value)
     widget.lineEdit().setPlaceholderText(placeholder)
     widget.lineEdit().setToolTip(placeholder)
@@ -44,8 +45,9 @@ class SettingsDialog(QDialog):
         self.test_result = QLabel("")
         self.test_result.setWordWrap(True)
         layout.addWidget(self.test_result)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        self.test_button = buttons.addButton("Test", QDialogButtonBox.ActionRole)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        self.test_button = buttons.addButton("Test", QDialogButtonBox.ButtonRole.ActionRole)
         self.test_button.clicked.connect(self.test)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -75,7 +77,7 @@ class SettingsDialog(QDialog):
         self.url = QLineEdit(settings.url)
         self.url.setPlaceholderText("http://127.0.0.1:8765")
         self.token = QLineEdit(settings.token)
-        self.token.setEchoMode(QLineEdit.Password)
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
         form.addRow("Python", python_row)
         form.addRow("State folder", self.state_dir)
         form.addRow("Models folder", self.models_dir)

@@ -15,7 +15,7 @@ class BackendJobTask(QgsTask):
     def __init__(self, description: str, client: BackendClient, job_type: str, params: dict,
                  on_done: Callable[[BackendJobTask, bool], None] | None = None,
                  poll_s: float = 0.5) -> None:
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel)
         self.client = client
         self.job_type = job_type
         self.params = params

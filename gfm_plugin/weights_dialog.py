@@ -93,12 +93,12 @@ class WeightsDialog(QDialog):
 
     def _add(self, name: str, what: str, size: str, status: str, data: dict) -> None:
         item = QTreeWidgetItem([name, what, size, status])
-        item.setData(0, Qt.UserRole, data)
+        item.setData(0, Qt.ItemDataRole.UserRole, data)
         self.tree.addTopLevelItem(item)
 
     def _current(self) -> dict:
         item = self.tree.currentItem()
-        return item.data(0, Qt.UserRole) if item is not None else {}
+        return item.data(0, Qt.ItemDataRole.UserRole) if item is not None else {}
 
     def _selected(self) -> None:
         data = self._current()

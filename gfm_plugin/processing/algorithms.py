@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingOutputFolder,
     QgsProcessingOutputRasterLayer,
     QgsProcessingOutputVectorLayer,
-    QgsRasterDataProvider,
+    QgsRasterInterface,
 )
 
 from ..client import BackendError
@@ -96,7 +96,7 @@ def raster_path_for_backend(layer, feedback: QgsProcessingFeedback) -> str:
     if path:
         return path
     extent = layer.extent()
-    native = layer.dataProvider().capabilities() & QgsRasterDataProvider.Size
+    native = layer.dataProvider().capabilities() & QgsRasterInterface.Capability.Size
     # web layers have no native pixel size: take 2048 px across the layer's extent
     size = layer.rasterUnitsPerPixelX() if native else extent.width() / 2048
     out = os.path.join(tempfile.mkdtemp(prefix="gfm-"), "layer.tif")
@@ -123,7 +123,7 @@ class ClassifyAlgorithm(BackendAlgorithm):
         self.addOutput(QgsProcessingOutputRasterLayer("CLASSES", "Classes"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Polygons",
-                                                      QgsProcessing.TypeVectorPolygon))
+                                                      QgsProcessing.SourceType.TypeVectorPolygon))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)

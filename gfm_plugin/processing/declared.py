@@ -62,7 +62,7 @@ def definition(spec: dict[str, Any], main: frozenset[str]) -> QgsProcessingParam
     if spec.get("help"):
         param.setHelp(spec["help"])
     if spec["name"] not in main and not spec["required"]:
-        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
     return param
 
 
@@ -81,13 +81,13 @@ def _make(spec: dict[str, Any]) -> QgsProcessingParameterDefinition:
     if spec.get("choices"):
         return QgsProcessingParameterEnum(name, text, [str(c) for c in spec["choices"]],
                                           defaultValue=spec["choices"].index(spec["default"]))
-    folder = QgsProcessingParameterFile.Folder
+    folder = QgsProcessingParameterFile.Behavior.Folder
     makers = {
         "raster": lambda: QgsProcessingParameterRasterLayer(name, text, optional=optional),
         "rasters": lambda: QgsProcessingParameterMultipleLayers(
-            name, text, QgsProcessing.TypeRaster, optional=optional),
+            name, text, QgsProcessing.SourceType.TypeRaster, optional=optional),
         "vector": lambda: QgsProcessingParameterVectorLayer(
-            name, text, [QgsProcessing.TypeVectorPolygon], optional=optional),
+            name, text, [QgsProcessing.SourceType.TypeVectorPolygon], optional=optional),
         "model": lambda: QgsProcessingParameterFile(name, text, behavior=folder, optional=optional),
         "dir": lambda: QgsProcessingParameterFile(name, text, behavior=folder, optional=optional),
         "path": lambda: QgsProcessingParameterFile(name, text, optional=optional),
@@ -105,7 +105,8 @@ def _make(spec: dict[str, Any]) -> QgsProcessingParameterDefinition:
 
 def _number(spec: dict[str, Any], name: str, text: str) -> QgsProcessingParameterNumber:
     integer = spec["kind"] == "int"
-    number_type = QgsProcessingParameterNumber.Integer if integer else QgsProcessingParameterNumber.Double
+    number_type = (QgsProcessingParameterNumber.Type.Integer if integer
+                   else QgsProcessingParameterNumber.Type.Double)
     param = QgsProcessingParameterNumber(name, text, number_type, spec.get("default"),
                                          optional=spec.get("default") is None)
     if spec.get("minimum") is not None:

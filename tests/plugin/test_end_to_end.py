@@ -25,7 +25,7 @@ from gfm_plugin.client import BackendError
 
 def wait_for(task, timeout=300):
     deadline = time.monotonic() + timeout
-    while task.status() not in (QgsTask.Complete, QgsTask.Terminated):
+    while task.status() not in (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated):
         QgsApplication.processEvents()
         assert time.monotonic() < deadline, "task did not finish"
         time.sleep(0.05)

@@ -9,9 +9,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_class_factory_loads_and_unloads(iface):
-    from qgis.core import QgsApplication, QgsMapLayer
+    from qgis.core import QgsApplication
 
     import gfm_plugin
+    from gfm_plugin.plugin import RASTER_LAYER
 
     plugin = gfm_plugin.classFactory(iface)
     plugin.initGui()
@@ -22,7 +23,7 @@ def test_class_factory_loads_and_unloads(iface):
     assert [m[1].text() for m in menu[-len(plugin.actions):]] == [a.text() for a in plugin.actions]
     (layer_menu,) = [c.args for c in iface.addCustomActionForLayerType.call_args_list
                      if c.args[0] is plugin.layer_action]
-    assert layer_menu[0].text() == "Classify with GFM" and layer_menu[2:] == (QgsMapLayer.RasterLayer, True)
+    assert layer_menu[0].text() == "Classify with GFM" and layer_menu[2:] == (RASTER_LAYER, True)
     iface.addDockWidget.assert_called()
     registry = QgsApplication.processingRegistry()
     provider = registry.providerById("gfm")
