@@ -226,10 +226,15 @@ class GfmController:
     def refresh_models(self) -> None:
         if self.client is None:
             return
+        from .processing.provider import offer_models
+
         try:
-            self.dock.set_models(self.client.models())
+            models = self.client.models()
         except BackendError as exc:
             self.error(str(exc))
+            return
+        self.dock.set_models(models)
+        offer_models(models)
 
     # -- actions -----------------------------------------------------------------
     def classify_current(self) -> BackendJobTask | None:

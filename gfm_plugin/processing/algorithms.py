@@ -23,7 +23,7 @@ from qgis.core import (
 from ..client import BackendError
 from ..connection import get_client
 from ..layers import export_raster_extent, raster_file_path, vector_file_path
-from .declared import definition, params_of, value
+from .declared import definition, model_folder, params_of, value
 
 DESTINATIONS = ("out_dir", "out_file")
 
@@ -50,6 +50,9 @@ class BackendAlgorithm(QgsProcessingAlgorithm):
         specs = params_of(self.job_type)  # outputs last, as QGIS dialogs show them
         for spec in sorted(specs, key=lambda p: p["kind"] in DESTINATIONS):
             self.addParameter(definition(spec, self.main))
+            extra = model_folder(spec)
+            if extra is not None:
+                self.addParameter(extra)
         self.add_outputs()
 
     def add_outputs(self) -> None:

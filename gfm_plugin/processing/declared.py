@@ -32,6 +32,9 @@ from qgis.core import (
 )
 
 DECLARATIONS = Path(__file__).with_name("job_params.json")
+# the backend's models, offered by the `model` params (set when the plugin lists them)
+KNOWN_MODELS: list[str] = []
+FOLDER_SUFFIX = "_FOLDER"
 DEVICES = ["auto", "cpu", "cuda"]
 RENAMED = {"raster": "INPUT", "out": "OUTPUT"}
 
@@ -88,7 +91,7 @@ def _make(spec: dict[str, Any]) -> QgsProcessingParameterDefinition:
             name, text, QgsProcessing.SourceType.TypeRaster, optional=optional),
         "vector": lambda: QgsProcessingParameterVectorLayer(
             name, text, [QgsProcessing.SourceType.TypeVectorPolygon], optional=optional),
-        "model": lambda: QgsProcessingParameterFile(name, text, behavior=folder, optional=optional),
+        "model": lambda: _model(name, text, optional),
         "dir": lambda: QgsProcessingParameterFile(name, text, behavior=folder, optional=optional),
         "path": lambda: QgsProcessingParameterFile(name, text, optional=optional),
         "out_dir": lambda: QgsProcessingParameterFolderDestination(name, text, optional=optional),
@@ -101,6 +104,36 @@ def _make(spec: dict[str, Any]) -> QgsProcessingParameterDefinition:
     hint = " (numbers separated by spaces)" if kind == "ints" else ""
     return QgsProcessingParameterString(name, text + hint, defaultValue=spec.get("default"),
                                         optional=optional)
+
+
+def model_choices(models: list[dict]) -> list[str]:
+    """What a `model` param may name for each listed package: its name when it lies in
+    the backend's models folder (names resolve there), else its path on the backend."""
+    names = [str(m.get("name")) for m in models]
+    return [str(m["name"]) if str(m.get("source", "")).startswith("models folder")
+            and names.count(m["name"]) == 1 else str(m["path"]) for m in models if m.get("path")]
+
+
+def _model(name: str, text: str, optional: bool) -> QgsProcessingParameterDefinition:
+    """The backend's models to pick from when they are known, else a folder."""
+    if not KNOWN_MODELS:
+        return QgsProcessingParameterFile(name, text, behavior=QgsProcessingParameterFile.Behavior.Folder,
+                                          optional=optional)
+    param = QgsProcessingParameterString(name, text, defaultValue=KNOWN_MODELS[0], optional=optional)
+    param.setMetadata({"widget_wrapper": {"value_hints": list(KNOWN_MODELS)}})
+    return param
+
+
+def model_folder(spec: dict[str, Any]) -> QgsProcessingParameterDefinition | None:
+    """Beside a list of the backend's models: any package folder instead (advanced)."""
+    if spec["kind"] != "model" or not KNOWN_MODELS:
+        return None
+    param = QgsProcessingParameterFile(processing_name(spec["name"]) + FOLDER_SUFFIX,
+                                       f"{label(spec)} folder (instead of a listed model)",
+                                       behavior=QgsProcessingParameterFile.Behavior.Folder,
+                                       optional=True)
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+    return param
 
 
 def _number(spec: dict[str, Any], name: str, text: str) -> QgsProcessingParameterNumber:
@@ -133,7 +166,11 @@ def value(alg, spec: dict[str, Any], parameters: dict, context) -> Any:
         return spec["choices"][alg.parameterAsEnum(parameters, name, context)]
     if kind in ("out_dir", "out_file"):  # resolves a temporary output to a real path
         return alg.parameterAsFileOutput(parameters, name, context) or None
-    if kind in ("model", "dir", "path") or spec.get("path_text"):
+    if kind == "model":
+        folder = alg.parameterAsFile(parameters, name + FOLDER_SUFFIX, context) \
+            if parameters.get(name + FOLDER_SUFFIX) else ""
+        return folder or alg.parameterAsString(parameters, name, context) or None
+    if kind in ("dir", "path") or spec.get("path_text"):
         return alg.parameterAsFile(parameters, name, context) or None
     text = alg.parameterAsString(parameters, name, context)
     if kind == "ints":

@@ -110,11 +110,18 @@ def test_finetune_from_drawn_labels_registers_a_model(plugin, backend_outputs, i
     assert again.info["params"]["overwrite"] is True
 
 
-def test_processing_classify_algorithm(use_backend, backend_outputs, tmp_path, qgis_app):
+def test_processing_classify_algorithm(use_backend, backend_server, backend_outputs, tmp_path,
+                                       qgis_app):
+    from gfm_plugin.processing import declared
     from gfm_plugin.processing.algorithms import ClassifyAlgorithm
+    from gfm_plugin.processing.provider import offer_models
 
+    offer_models(backend_server[0].models())  # what the dock does when it lists them
     alg = ClassifyAlgorithm()
     alg.initAlgorithm()
+    model = alg.parameterDefinition("MODEL")  # the backend's models to pick from
+    assert model.metadata()["widget_wrapper"]["value_hints"] == ["scene-model"]
+    assert model.defaultValue() == "scene-model" and alg.parameterDefinition("MODEL_FOLDER")
     layer = QgsRasterLayer(str(backend_outputs / "scene.tif"), "scene")
     QgsProject.instance().addMapLayer(layer)
     context = QgsProcessingContext()
@@ -122,7 +129,7 @@ def test_processing_classify_algorithm(use_backend, backend_outputs, tmp_path, q
     feedback = QgsProcessingFeedback()
     progress = []
     feedback.progressChanged.connect(progress.append)
-    params = {"INPUT": layer.id(), "MODEL": str(backend_outputs / "model"), "RUNTIME": 0,
+    params = {"INPUT": layer.id(), "MODEL": "scene-model", "RUNTIME": 0,
               "DEVICE": 1, "MIN_AREA": 0.0, "OUTPUT": str(tmp_path / "out")}
     results, ok = alg.run(params, context, feedback)
     assert ok, results
@@ -133,6 +140,12 @@ def test_processing_classify_algorithm(use_backend, backend_outputs, tmp_path, q
     assert sorted(d.name for d in to_load.values()) == [
         "classes (scene)", "confidence (scene)", "polygons (scene)"]
     assert results["CLASSES"] in to_load
+    elsewhere = params | {"MODEL_FOLDER": str(backend_outputs / "model"),
+                          "OUTPUT": str(tmp_path / "out2")}  # any package folder instead
+    again = QgsProcessingContext()
+    again.setProject(QgsProject.instance())
+    assert alg.run(elsewhere, again, QgsProcessingFeedback())[1]
+    declared.KNOWN_MODELS.clear()
     QgsProject.instance().removeAllMapLayers()
 
 
