@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsTask, QgsVectorLayer
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 from . import layers
 from .backend_process import SERVER_JSON, find_running
@@ -29,6 +29,7 @@ class GfmController:
         self.jobs = JobsPanel(dock, self.msg, self._client, lambda: self.settings.mode == "local")
         self.run_job = self.jobs.run_job
         self._start_task: StartBackendTask | None = None
+        self._connecting = False  # a StartBackendTask runs (QGIS deletes it when it ends)
         d = dock
         d.connect_button.clicked.connect(self.connect_in_background)
         d.refresh_models_button.clicked.connect(self.refresh_models)
@@ -82,13 +83,15 @@ class GfmController:
         self.dock.set_status("starting the backend…" if start else "connecting…", ok=True)
 
         def done(task: StartBackendTask, ok: bool) -> None:
+            self._connecting = False
             if ok and task.client is not None:
-                self._connected(task.client, task.status)
+                self._connected(task.client, task.status_text)
                 self.load_jobs()
             else:
                 self._disconnected(task.error or "the backend did not start")
 
         self._start_task = StartBackendTask(self.settings, done, start=start)
+        self._connecting = True
         QgsApplication.taskManager().addTask(self._start_task)
         return self._start_task
 
@@ -130,8 +133,7 @@ class GfmController:
         """Every few seconds: the Jobs list follows the backend (Processing's jobs too), the
         status turns red when the backend stops answering or refuses the token, and a
         local backend restarted on another port is found again through its server.json."""
-        waiting = (QgsTask.TaskStatus.Queued, QgsTask.TaskStatus.OnHold, QgsTask.TaskStatus.Running)
-        if self._start_task is not None and self._start_task.status() in waiting:
+        if self._connecting:
             return
         if self.client is not None:
             try:

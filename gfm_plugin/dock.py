@@ -33,6 +33,14 @@ from qgis.PyQt.QtWidgets import (
 from .report_view import ReportView
 
 
+def _let_combos_shrink(body: QWidget) -> None:
+    """Drop-downs as wide as the dock, not as their longest entry: a long encoder or layer
+    name would otherwise make the dock wider than a laptop's screen leaves for it."""
+    for combo in body.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(10)
+
+
 def color_icon(hex_color: str) -> QIcon:
     pix = QPixmap(14, 14)
     pix.fill(QColor(hex_color))
@@ -59,6 +67,7 @@ class GfmDock(QDockWidget):
         self._jobs_box(layout)
         self.report = ReportView()
         layout.addWidget(self.report)
+        _let_combos_shrink(body)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -136,7 +145,9 @@ class GfmDock(QDockWidget):
                                          "each polygon takes its pixels from those it overlaps)")
         tl.addWidget(QLabel("Training rasters"))
         tl.addWidget(self.training_rasters)
-        tl.addWidget(QLabel("Training polygons and class field"))
+        polygons_label = QLabel("Training polygons and class field")
+        polygons_label.setWordWrap(True)
+        tl.addWidget(polygons_label)
         tl.addWidget(self.labels_combo)
         tl.addWidget(self.field_combo)
         self.model_name_edit = QLineEdit()

@@ -12,7 +12,7 @@ from qgis.PyQt.QtGui import QPixmap
 from qgis.PyQt.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 PLOTS = ("training_curve.png", "confusion_matrix.png")
-THUMB_PX = 180
+THUMB_PX = 140
 
 
 def report_html(job: dict) -> str:

@@ -62,7 +62,7 @@ class StartBackendTask(QgsTask):
         self.start = start
         self.on_done = on_done
         self.client: BackendClient | None = None
-        self.status = ""
+        self.status_text = ""  # not `status`: QgsTask.status() is the task's state
         self.error: str | None = None
 
     def run(self) -> bool:  # worker thread
@@ -70,7 +70,7 @@ class StartBackendTask(QgsTask):
 
         try:
             self.client = get_client(self.settings, start=self.start)
-            self.status = describe(self.client)
+            self.status_text = describe(self.client)
         except BackendError as exc:
             self.error = str(exc)
             return False

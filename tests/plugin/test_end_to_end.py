@@ -374,7 +374,7 @@ def test_connect_runs_off_the_gui_thread(plugin):
         QgsApplication.processEvents()
         time.sleep(0.02)
     assert plugin.client is not None and "connected" in plugin.dock.status.text()
-    assert task.status.startswith("connected")
+    assert task.status_text.startswith("connected")
 
 
 def test_a_web_mercator_layer_that_is_no_file_is_exported_at_the_models_gsd(plugin, iface,
