@@ -334,7 +334,8 @@ class GfmController:
         if labels.featureCount() == 0 and not labels.isModified():
             self.error(f"no labels drawn in {labels.name()}: draw some polygons first")
             return None
-        if labels.isEditable() and labels.isModified() and not labels.commitChanges():
+        if labels.isEditable() and labels.isModified() \
+                and not labels.commitChanges(False):  # saved, and the analyst draws on
             self.error(f"could not save the edits of {labels.name()}")
             return None
         if labels.featureCount() == 0:

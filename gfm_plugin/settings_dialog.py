@@ -92,6 +92,7 @@ class SettingsDialog(QDialog):
             widget.setEnabled(local)
         for widget in (self.url, self.token):
             widget.setEnabled(not local)
+        self.test_result.clear()  # a result of the other mode's settings would mislead
 
     def test(self) -> None:
         """Try the settings as they stand: connect (a local backend is not started)."""
@@ -119,4 +120,5 @@ class SettingsDialog(QDialog):
             url=self.url.text().strip(), token=self.token.text().strip(),
             models_dir=self.models_dir.filePath().strip(),
             results_dir=self.results_dir.filePath().strip(),
+            authcfg=self.settings.authcfg,  # the token's configuration is updated, not copied
         )

@@ -43,7 +43,8 @@ def _plain(annotation: Any) -> Any:
 
 def _argparse_kwargs(info: FieldInfo) -> dict[str, Any]:
     ann = _plain(info.annotation)
-    kwargs: dict[str, Any] = {"help": info.description}
+    # argparse formats help with %: a literal "10 %" must be "10 %%" (or --help crashes)
+    kwargs: dict[str, Any] = {"help": (info.description or "").replace("%", "%%") or None}
     if ann is bool:
         return kwargs | {"action": "store_true"}
     if typing.get_origin(ann) is Literal:

@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 
 from .. import __version__
 from ..parameters import job_request_schema
-from . import handlers, routes_jobs, routes_service, routes_weights
+from . import handlers, routes_files, routes_jobs, routes_service, routes_weights
 from .deps import ServiceState
 from .jobs import job_types
 from .security import HostGuard
@@ -37,6 +37,7 @@ def create_app(service: ServiceState) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_service.private)
     app.include_router(routes_weights.router)
+    app.include_router(routes_files.router)
     _document_job_requests(app)
     app.add_middleware(HostGuard, bind_host=service.config.host, extra=service.config.allow_hosts)
     return app

@@ -39,6 +39,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    "is killed and fails with a message saying so")
     p.add_argument("--cancel-grace", type=float, default=10.0, metavar="S",
                    help="seconds a cancelled job gets to stop before its worker is stopped")
+    p.add_argument("--max-upload-gb", type=float, default=None, metavar="GB",
+                   help="refuse uploads (POST /files) larger than this (HTTP 413)")
 
 
 def run_serve(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -47,7 +49,7 @@ def run_serve(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return serve(ServiceConfig(
         state_dir=a.state_dir or default_state_dir(), host=a.host, port=a.port,
         gpu_jobs=a.gpu_jobs, cpu_jobs=a.cpu_jobs, cancel_grace_s=a.cancel_grace,
-        heartbeat_timeout_s=a.heartbeat_timeout,
+        heartbeat_timeout_s=a.heartbeat_timeout, max_upload_gb=a.max_upload_gb,
         model_dirs=a.models or [], allow_hosts=a.allow_host))
 
 

@@ -37,12 +37,21 @@ class ServiceConfig:
     heartbeat_timeout_s: float = 60.0  # a worker silent this long is hung: killed, job failed
     model_dirs: list[Path] = field(default_factory=list)
     allow_hosts: list[str] = field(default_factory=list)
+    max_upload_gb: float | None = None  # POST /files beyond it: 413
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()
         if not self.model_dirs:
             self.model_dirs = [self.state_dir / "models"]
         self.model_dirs = [Path(p).expanduser().resolve() for p in self.model_dirs]
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.state_dir / "uploads"
+
+    @property
+    def max_upload_bytes(self) -> int | None:
+        return None if self.max_upload_gb is None else int(self.max_upload_gb * 2**30)
 
     @property
     def db_path(self) -> Path:

@@ -16,6 +16,7 @@ from .dispatcher import Dispatcher
 from .job_files import HashCache
 from .params import Resolvers
 from .store import JobRecord, JobStore
+from .uploads import UploadStore
 
 
 @dataclass
@@ -37,8 +38,13 @@ class ServiceState:
         return WeightsStore(self.config.state_dir / "weights")
 
     @property
+    def uploads(self) -> UploadStore:
+        return UploadStore(self.config.uploads_dir, self.config.max_upload_bytes)
+
+    @property
     def resolvers(self) -> Resolvers:
-        return Resolvers(find_model=self.find_model, find_weights=self.weights.find)
+        return Resolvers(find_model=self.find_model, find_weights=self.weights.find,
+                         find_upload=self.uploads.path_for_job)
 
     def record(self, job_id: str) -> JobRecord:
         record = self.store.get(job_id)

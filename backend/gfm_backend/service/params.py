@@ -29,6 +29,7 @@ class Resolvers:
 
     find_model: ModelResolver | None = None
     find_weights: ModelResolver | None = None
+    find_upload: Callable[[str], Path] | None = None  # an uploaded file's id -> its path
 
     def weights(self, name: str) -> Path | None:
         if self.find_weights is not None:
@@ -51,13 +52,31 @@ def validate(cls: type[JobParams], params: Any, resolvers: Resolvers | None = No
     if unknown:
         known = ", ".join(sorted(cls.exposed()))
         raise ParamError(unknown[0], f"unknown option for a {cls.job} job; known options: {known}")
-    clean = dumped(cls.checked(params))
     resolvers = resolvers or Resolvers()
+    params = {k: _uploaded(k, v, resolvers) for k, v in params.items()}
+    clean = dumped(cls.checked(params))
     for name, kind in path_fields(cls).items():
         value = clean.get(name)
         if value is not None and value not in keywords_of(cls, name):
             clean[name] = check_path(name, kind, value, resolvers)
     return {k: v for k, v in clean.items() if k in cls.exposed()}
+
+
+def _uploaded(field: str, value: Any, resolvers: Resolvers) -> Any:
+    """`{"file": ID}` (alone or in a list) names an uploaded file: its path on this machine."""
+    if isinstance(value, list):
+        return [_uploaded(field, v, resolvers) for v in value]
+    if not (isinstance(value, dict) and set(value) == {"file"}):
+        return value
+    from .uploads import UploadError
+
+    if resolvers.find_upload is None or not isinstance(value["file"], str):
+        raise ParamError(field, "uploaded files ({\"file\": ID}) are named by the id POST /files "
+                         "answered")
+    try:
+        return str(resolvers.find_upload(value["file"]))
+    except UploadError as exc:
+        raise ParamError(field, str(exc)) from exc
 
 
 def _accepted(cls: type[JobParams]) -> set[str]:
