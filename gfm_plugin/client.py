@@ -74,6 +74,12 @@ class BackendClient:
             return json.loads(raw.decode("utf-8") or "null")
         return raw.decode("utf-8", errors="replace")
 
+    def request_raw(self, method: str, path: str, data: bytes | None = None,
+                    headers: dict[str, str] | None = None) -> Any:
+        """A request with a raw body (an upload's bytes) and its JSON answer."""
+        with self._open(method, path, data, True, {"Accept": "application/json", **(headers or {})}) as resp:
+            return json.loads(resp.read().decode("utf-8") or "null")
+
     @staticmethod
     def _http_message(exc: urllib.error.HTTPError) -> str:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 from .backend_process import find_running, start_local
 from .client import BackendClient, BackendError, Connection
 from .settings import BackendSettings
@@ -33,4 +35,7 @@ def describe(client: BackendClient) -> str:
         device = f"CUDA: {gpu.get('name', 'GPU')}"
     else:
         device = "CPU"
-    return f"connected: backend {health.get('version', '?')}, {device}"
+    where = urllib.parse.urlsplit(client.connection.url).netloc
+    local = where.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+    on = "" if local else f" on {where}"  # a colleague's server: say which
+    return f"connected{on}: backend {health.get('version', '?')}, {device}"

@@ -254,15 +254,18 @@ class GfmController:
             if path is None:
                 return None
         name = layer.name()
-        out = str(new_folder_name(folder_for("results", self.settings.results_dir), name))
-        params = {"raster": path, "model": model["path"], "out": out}
+        out = new_folder_name(folder_for("results", self.settings.results_dir), name)
+        remote = self.settings.mode == "remote"  # the server's disk is not this machine's
+        params = {"raster": path, "model": model["path"],
+                  "out": {"output": out.name} if remote else str(out)}
 
         def loaded(info: dict) -> None:
-            layers.add_classify_results((info.get("outputs") or {}).get("files") or out, name)
-            self.info(f"classified {name}: results added to the group {name!r}")
+            layers.add_classify_results((info.get("outputs") or {}).get("files") or str(out), name)
+            self.info(f"classified {name}: results added to the group {name!r}{_times(info)}")
             self.msg.show_warnings(f"Classify {name}", info)
 
-        return self.run_job(f"Classify {name}", "classify", params, loaded)
+        return self.run_job(f"Classify {name}", "classify", params, loaded,
+                            uploads=("raster",) if remote else (), download_to=out)
 
     def _export_visible(self, layer: QgsRasterLayer, model: dict) -> str | None:
         """A layer that is not a file (XYZ, WMS, ...) goes to the backend as a GeoTIFF of
@@ -349,15 +352,13 @@ class GfmController:
                        + (f" ({', '.join(unsaved)} is not a file)" if unsaved else ""))
             return None
         name = safe_name(self.dock.model_name_edit.text().strip() or f"{rasters[0].name()}-model")
-        models = Path(self.settings.models_dir) if self.settings.models_dir else \
-            folder_for("models", self.settings.results_dir)
-        out = str(models / name)
-        if (Path(out) / "model.json").exists():
-            if not self.confirm(f"A model named {name} exists ({out}). Replace it?"):
-                return None
+        target = self._model_folder(name)
+        if target is None:
+            return None
+        out, overwrite = target
         params = {"rasters": raster_paths, "labels": labels_path, "out": out,
-                  "overwrite": (Path(out) / "model.json").exists(),
-                  "epochs": self.dock.epochs_spin.value(), **self.dock.encoder_params()}
+                  "overwrite": overwrite, "epochs": self.dock.epochs_spin.value(),
+                  **self.dock.encoder_params()}
         field = self.dock.field_combo.currentField()
         if field:
             params["class_field"] = field
@@ -370,7 +371,23 @@ class GfmController:
             self.info(f"model {name} trained; IoU per class: {_iou_text(info)}")
             self.msg.show_warnings(f"Fine-tune {name}", info)
 
-        return self.run_job(f"Fine-tune {name}", "finetune", params, registered)
+        uploads = ("rasters", "labels") + (
+            ("encoder",) if Path(str(params.get("encoder", ""))).is_file() else ())
+        return self.run_job(f"Fine-tune {name}", "finetune", params, registered,
+                            uploads=uploads if self.settings.mode == "remote" else ())
+
+    def _model_folder(self, name: str) -> tuple[str | dict, bool] | None:
+        """Where the new model goes and whether it replaces one (asked first). A remote
+        backend keeps it in a folder of its own, listed by GET /models."""
+        if self.settings.mode == "remote":
+            return {"output": name}, False
+        models = Path(self.settings.models_dir) if self.settings.models_dir else \
+            folder_for("models", self.settings.results_dir)
+        out = models / name
+        exists = (out / "model.json").exists()
+        if exists and not self.confirm(f"A model named {name} exists ({out}). Replace it?"):
+            return None
+        return str(out), exists
 
 
     def open_pretrain_dialog(self) -> None:
@@ -395,6 +412,14 @@ class GfmController:
 
         return self.run_job(f"GeoPile {Path(req.src_folder).name}", "geopile",
                             {"src_folder": req.src_folder, "out": req.pile_dir}, built)
+
+
+def _times(info: dict) -> str:
+    """' (job 12.3 s, transfer 4.5 s)' for a remote job; '' for a local one."""
+    if info.get("transfer_s") is None:
+        return ""
+    run_s = (info.get("timings") or {}).get("run_s") or 0.0
+    return f" (job {run_s:.1f} s, transfer {info['transfer_s']:.1f} s)"
 
 
 def _class_names(text: str) -> list[str]:

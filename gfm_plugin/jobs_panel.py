@@ -10,6 +10,7 @@ from qgis.core import QgsApplication
 
 from .client import BackendClient, BackendError
 from .messages import Messages
+from .remote_task import RemoteJobTask
 from .report_view import PLOTS
 from .tasks import BackendJobTask
 
@@ -31,7 +32,12 @@ class JobsPanel:
         dock.report.open_folder_button.clicked.connect(self.open_selected_folder)
 
     # -- running -------------------------------------------------------------------
-    def run_job(self, title: str, job_type: str, params: dict, on_success) -> BackendJobTask | None:
+    def run_job(self, title: str, job_type: str, params: dict, on_success,
+                uploads: tuple[str, ...] = (), download_to: Path | None = None
+                ) -> BackendJobTask | None:
+        """Run a job in a QgsTask. On a remote backend the `uploads` params' files go up
+        first and the results come down into `download_to`; `on_success` then sees the
+        local files as `outputs["files"]`."""
         client = self.get_client()
         if client is None:
             return None
@@ -44,7 +50,7 @@ class JobsPanel:
             if task.job_id:
                 self.jobs[task.job_id] = task.info
             if state == "succeeded":
-                on_success(task.info)
+                on_success(_with_local_files(task))
             elif state == "cancelled" or task.isCanceled():
                 self.msg.info(f"{title}: cancelled")
             else:
@@ -52,7 +58,10 @@ class JobsPanel:
             if key == self.dock.selected_job():
                 self.show_selected()
 
-        task = BackendJobTask(title, client, job_type, params, on_done=done)
+        if self.local():
+            task = BackendJobTask(title, client, job_type, params, on_done=done)
+        else:
+            task = RemoteJobTask(title, client, job_type, params, uploads, download_to, on_done=done)
         task.progressChanged.connect(lambda _p: self._follow(task, title))
         QgsApplication.taskManager().addTask(task)
         self.tasks[title] = task
@@ -148,6 +157,15 @@ class JobsPanel:
             self.msg.error("the selected job has no output folder on this machine")
             return
         QDesktopServices.openUrl(QUrl.fromLocalFile(folder))
+
+
+def _with_local_files(task: BackendJobTask) -> dict:
+    """The job's info, its `files` those downloaded here when it ran remotely."""
+    if not isinstance(task, RemoteJobTask) or task.download_to is None:
+        return task.info
+    outputs = dict(task.info.get("outputs") or {})
+    outputs["files"] = task.local_files
+    return {**task.info, "outputs": outputs, "transfer_s": task.transfer_s}
 
 
 def job_title(job: dict) -> str:

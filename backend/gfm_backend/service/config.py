@@ -50,6 +50,11 @@ class ServiceConfig:
         return self.state_dir / "uploads"
 
     @property
+    def outputs_dir(self) -> Path:
+        """Where jobs write when a client names `{"output": NAME}` (it has no path here)."""
+        return self.state_dir / "outputs"
+
+    @property
     def max_upload_bytes(self) -> int | None:
         return None if self.max_upload_gb is None else int(self.max_upload_gb * 2**30)
 

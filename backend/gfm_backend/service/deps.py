@@ -44,7 +44,15 @@ class ServiceState:
     @property
     def resolvers(self) -> Resolvers:
         return Resolvers(find_model=self.find_model, find_weights=self.weights.find,
-                         find_upload=self.uploads.path_for_job)
+                         find_upload=self.uploads.path_for_job, new_output=self.new_output)
+
+    def new_output(self, name: str) -> Path:
+        """A folder no job wrote yet, under the service's outputs: `<id>/<name>` (a model
+        package keeps its name)."""
+        import uuid
+
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")[:60]
+        return self.config.outputs_dir / uuid.uuid4().hex[:12] / (safe or "output")
 
     def record(self, job_id: str) -> JobRecord:
         record = self.store.get(job_id)

@@ -30,6 +30,7 @@ class Resolvers:
     find_model: ModelResolver | None = None
     find_weights: ModelResolver | None = None
     find_upload: Callable[[str], Path] | None = None  # an uploaded file's id -> its path
+    new_output: Callable[[str], Path] | None = None  # a name -> a new folder the service picks
 
     def weights(self, name: str) -> Path | None:
         if self.find_weights is not None:
@@ -53,7 +54,7 @@ def validate(cls: type[JobParams], params: Any, resolvers: Resolvers | None = No
         known = ", ".join(sorted(cls.exposed()))
         raise ParamError(unknown[0], f"unknown option for a {cls.job} job; known options: {known}")
     resolvers = resolvers or Resolvers()
-    params = {k: _uploaded(k, v, resolvers) for k, v in params.items()}
+    params = {k: _service_value(k, v, resolvers) for k, v in params.items()}
     clean = dumped(cls.checked(params))
     for name, kind in path_fields(cls).items():
         value = clean.get(name)
@@ -62,10 +63,15 @@ def validate(cls: type[JobParams], params: Any, resolvers: Resolvers | None = No
     return {k: v for k, v in clean.items() if k in cls.exposed()}
 
 
-def _uploaded(field: str, value: Any, resolvers: Resolvers) -> Any:
-    """`{"file": ID}` (alone or in a list) names an uploaded file: its path on this machine."""
+def _service_value(field: str, value: Any, resolvers: Resolvers) -> Any:
+    """What a client without the server's disk names: `{"file": ID}` (alone or in a list)
+    an uploaded file, `{"output": NAME}` a new output folder the service picks."""
     if isinstance(value, list):
-        return [_uploaded(field, v, resolvers) for v in value]
+        return [_service_value(field, v, resolvers) for v in value]
+    if isinstance(value, dict) and set(value) == {"output"}:
+        if resolvers.new_output is None or not isinstance(value["output"], str):
+            raise ParamError(field, "{\"output\": NAME} names a new output folder by a short name")
+        return str(resolvers.new_output(value["output"]))
     if not (isinstance(value, dict) and set(value) == {"file"}):
         return value
     from .uploads import UploadError

@@ -122,3 +122,14 @@ def test_uploads_beyond_the_limit_are_413(start_server, tmp_path):
     small = start_server(tmp_path / "limited", "--max-upload-gb", "0.000001")  # about 1 kB
     r = _post(small, b"x" * 5000, "big.bin")
     assert r.status_code == 413 and "at most" in r.json()["detail"]
+
+
+def test_a_client_without_the_servers_disk_names_a_new_output_folder(server: Server, small_raster):
+    upload = _post(server, small_raster.read_bytes(), "scene.tif").json()
+    job = server.submit("classify", raster={"file": upload["id"]}, model="tiny",
+                        out={"output": "scene results"}, device="cpu")
+    out = Path(job["params"]["out"])
+    assert out.parent.parent == server.state_dir / "outputs" and out.name == "scene_results"
+    assert server.wait(job["id"])["state"] == "succeeded"
+    names = {f["name"] for f in server.client().get(f"/jobs/{job['id']}/files").json()["files"]}
+    assert "classes.tif" in names
