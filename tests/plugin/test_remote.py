@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsProject, QgsRasterLayer
+from test_end_to_end import wait_for
 
 from gfm_plugin.remote_files import sidecars, upload
-
-from test_end_to_end import wait_for
 
 
 @pytest.fixture
