@@ -39,6 +39,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    "is killed and fails with a message saying so")
     p.add_argument("--cancel-grace", type=float, default=10.0, metavar="S",
                    help="seconds a cancelled job gets to stop before its worker is stopped")
+    p.add_argument("--data-root", type=Path, default=None, metavar="DIR",
+                   help="jobs may read and write only under DIR (and the uploads and outputs "
+                   "in the state folder); needed to listen beyond loopback")
     p.add_argument("--max-upload-gb", type=float, default=None, metavar="GB",
                    help="refuse uploads (POST /files) larger than this (HTTP 413)")
 
@@ -50,6 +53,7 @@ def run_serve(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         state_dir=a.state_dir or default_state_dir(), host=a.host, port=a.port,
         gpu_jobs=a.gpu_jobs, cpu_jobs=a.cpu_jobs, cancel_grace_s=a.cancel_grace,
         heartbeat_timeout_s=a.heartbeat_timeout, max_upload_gb=a.max_upload_gb,
+        data_root=a.data_root,
         model_dirs=a.models or [], allow_hosts=a.allow_host))
 
 

@@ -38,12 +38,15 @@ class ServiceConfig:
     model_dirs: list[Path] = field(default_factory=list)
     allow_hosts: list[str] = field(default_factory=list)
     max_upload_gb: float | None = None  # POST /files beyond it: 413
+    data_root: Path | None = None  # jobs read and write only here (and uploads, outputs)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()
         if not self.model_dirs:
             self.model_dirs = [self.state_dir / "models"]
         self.model_dirs = [Path(p).expanduser().resolve() for p in self.model_dirs]
+        if self.data_root is not None:
+            self.data_root = Path(self.data_root).expanduser().resolve()
 
     @property
     def uploads_dir(self) -> Path:

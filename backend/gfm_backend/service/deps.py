@@ -3,6 +3,7 @@ server process, kept on `app.state.service`."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,18 @@ class ServiceState:
     @property
     def resolvers(self) -> Resolvers:
         return Resolvers(find_model=self.find_model, find_weights=self.weights.find,
-                         find_upload=self.uploads.path_for_job, new_output=self.new_output)
+                         find_upload=self.uploads.path_for_job, new_output=self.new_output,
+                         allowed=self.allowed_roots)
+
+    @property
+    def allowed_roots(self) -> tuple[Path, ...] | None:
+        """With `--data-root`: the folders jobs may read and write (else: anywhere)."""
+        config = self.config
+        if config.data_root is None:
+            return None
+        return tuple(Path(os.path.realpath(p)) for p in (
+            config.data_root, config.uploads_dir, config.outputs_dir, config.state_dir / "weights",
+            *config.model_dirs))
 
     def new_output(self, name: str) -> Path:
         """A folder no job wrote yet, under the service's outputs: `<id>/<name>` (a model

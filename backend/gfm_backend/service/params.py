@@ -31,6 +31,7 @@ class Resolvers:
     find_weights: ModelResolver | None = None
     find_upload: Callable[[str], Path] | None = None  # an uploaded file's id -> its path
     new_output: Callable[[str], Path] | None = None  # a name -> a new folder the service picks
+    allowed: tuple[Path, ...] | None = None  # with --data-root: the only folders jobs may use
 
     def weights(self, name: str) -> Path | None:
         if self.find_weights is not None:
@@ -60,6 +61,8 @@ def validate(cls: type[JobParams], params: Any, resolvers: Resolvers | None = No
         value = clean.get(name)
         if value is not None and value not in keywords_of(cls, name):
             clean[name] = check_path(name, kind, value, resolvers)
+            if not _service_name(kind, params.get(name)):  # a name the service resolved is its own
+                _inside_allowed(name, clean[name], resolvers.allowed)
     return {k: v for k, v in clean.items() if k in cls.exposed()}
 
 
@@ -83,6 +86,25 @@ def _service_value(field: str, value: Any, resolvers: Resolvers) -> Any:
         return str(resolvers.find_upload(value["file"]))
     except UploadError as exc:
         raise ParamError(field, str(exc)) from exc
+
+
+def _service_name(kind: str, value: Any) -> bool:
+    return kind in ("model", "weights") and isinstance(value, str) and "/" not in value \
+        and "\\" not in value
+
+
+def _inside_allowed(field: str, value: Any, allowed: tuple[Path, ...] | None) -> None:
+    """With a data root, a job reads and writes only there (and in the service's own
+    uploads, outputs, models and weights): a remote user cannot name /etc or a colleague's
+    home. Links and `..` are resolved first, so neither leads out."""
+    if allowed is None:
+        return
+    for item in value if isinstance(value, list) else [value]:
+        real = Path(os.path.realpath(str(item)))
+        if not any(real == root or root in real.parents for root in allowed):
+            raise ParamError(field, f"{item} lies outside the folders this service lets jobs use "
+                             f"({allowed[0]}, given to gfm serve as --data-root, and the service's "
+                             "uploads and outputs); upload the file (POST /files) or put it there")
 
 
 def _accepted(cls: type[JobParams]) -> set[str]:

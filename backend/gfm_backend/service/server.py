@@ -132,6 +132,12 @@ def serve(config: ServiceConfig) -> dict[str, Any]:
 
     if config.gpu_jobs < 1 or config.cpu_jobs < 1:
         raise GfmError("--gpu-jobs and --cpu-jobs must be at least 1")
+    if config.host not in LOOPBACK_HOSTS and config.data_root is None:
+        raise GfmError(f"--host {config.host}: a service others can reach needs --data-root DIR, "
+                       "the only folder its jobs may read and write (besides their uploads and "
+                       "outputs), so that no one can name /etc or another user's files")
+    if config.data_root is not None and not config.data_root.is_dir():
+        raise GfmError(f"--data-root {config.data_root}: no such folder")
     with state_lock(config):
         handler = _log_to_file(config.log_path)
         try:

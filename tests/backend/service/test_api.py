@@ -211,7 +211,9 @@ def test_a_second_server_on_the_same_state_folder_refuses(server: Server):
 
 
 def test_listening_beyond_loopback_warns(start_server, tmp_path):
-    s = start_server(tmp_path / "wide", "--host", "0.0.0.0", plugins=False)
+    (tmp_path / "data").mkdir()
+    s = start_server(tmp_path / "wide", "--host", "0.0.0.0", "--data-root", str(tmp_path / "data"),
+                     plugins=False)
     assert s.url.startswith("http://127.0.0.1:")
     assert "not only on this computer" in s.log()
     assert s.client().get("/jobs").status_code == 200
