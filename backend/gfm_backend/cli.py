@@ -17,7 +17,14 @@ from . import __version__  # noqa: E402
 from .cli_jobs import add_job_command, run_job_command  # noqa: E402
 from .errors import Cancelled, GfmError, environment_problem  # noqa: E402
 from .progress import Progress  # noqa: E402
-from .service.cli_commands import add_jobs, add_serve, run_jobs, run_serve  # noqa: E402
+from .service.cli_commands import (  # noqa: E402
+    add_jobs,
+    add_serve,
+    add_users,
+    run_jobs,
+    run_serve,
+    run_users,
+)
 from .tasks.geopile_cli import add_geopile, run_geopile  # noqa: E402
 from .tasks.pretrain_cli import (  # noqa: E402
     add_export_encoder,
@@ -124,6 +131,7 @@ COMMANDS: dict[str, tuple[AddFn, RunFn]] = {
     "weights": (add_weights, run_weights),
     "serve": (add_serve, run_serve),
     "jobs": (add_jobs, run_jobs),
+    "users": (add_users, run_users),
 }
 
 

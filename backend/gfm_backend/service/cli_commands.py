@@ -108,3 +108,30 @@ def run_jobs(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                 "jobs": [_row(r.to_json()) for r in store.list(a.state, None, a.limit)]}
     finally:
         store.close()
+
+
+def add_users(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("users", help="people who may use a shared service: a token each")
+    actions = p.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a user and print their token (shown only now)")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--admin", action="store_true", help="may see and cancel everyone's jobs")
+    remove = actions.add_parser("remove", help="remove a user: their token stops working")
+    remove.add_argument("name", metavar="NAME")
+    listing = actions.add_parser("list", help="the users (never their tokens)")
+    for action in (add, remove, listing):
+        _state_dir_arg(action)
+
+
+def run_users(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """Edits STATE/users.json; a running server reads it again at its next request."""
+    from .users import UserBook
+
+    book = UserBook(ServiceConfig(state_dir=a.state_dir or default_state_dir()).users_path)
+    if a.action == "add":
+        return {"user": a.name, "admin": a.admin, "token": book.add(a.name, a.admin),
+                "note": "give this token to the user now: only its SHA-256 is kept"}
+    if a.action == "remove":
+        book.remove(a.name)
+        return {"removed": a.name}
+    return {"users": book.names()}

@@ -53,6 +53,10 @@ class ServiceConfig:
         return self.state_dir / "uploads"
 
     @property
+    def users_path(self) -> Path:
+        return self.state_dir / "users.json"
+
+    @property
     def outputs_dir(self) -> Path:
         """Where jobs write when a client names `{"output": NAME}` (it has no path here)."""
         return self.state_dir / "outputs"

@@ -18,6 +18,7 @@ from .job_files import HashCache
 from .params import Resolvers
 from .store import JobRecord, JobStore
 from .uploads import UploadStore
+from .users import Caller, UserBook
 
 
 @dataclass
@@ -29,6 +30,10 @@ class ServiceState:
     token: str
     started_at: float
     hashes: HashCache = field(default_factory=HashCache)
+    users: UserBook = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.users = UserBook(self.config.users_path)  # one book: its cache spans requests
 
     def find_model(self, name: str) -> Path | None:
         """A model name `GET /models` lists -> its package folder."""
@@ -42,11 +47,17 @@ class ServiceState:
     def uploads(self) -> UploadStore:
         return UploadStore(self.config.uploads_dir, self.config.max_upload_bytes)
 
+
     @property
     def resolvers(self) -> Resolvers:
+        return self.resolvers_for(None)
+
+    def resolvers_for(self, caller: Caller | None) -> Resolvers:
+        """How a caller's names become paths: their own uploads only."""
+        uploads = self.uploads
         return Resolvers(find_model=self.find_model, find_weights=self.weights.find,
-                         find_upload=self.uploads.path_for_job, new_output=self.new_output,
-                         allowed=self.allowed_roots)
+                         find_upload=lambda upload_id: uploads.path_for_job(upload_id, caller),
+                         new_output=self.new_output, allowed=self.allowed_roots)
 
     @property
     def allowed_roots(self) -> tuple[Path, ...] | None:
@@ -66,9 +77,10 @@ class ServiceState:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")[:60]
         return self.config.outputs_dir / uuid.uuid4().hex[:12] / (safe or "output")
 
-    def record(self, job_id: str) -> JobRecord:
+    def record(self, job_id: str, caller: Caller | None = None) -> JobRecord:
+        """A job by id; another user's is a 404, as if it did not exist."""
         record = self.store.get(job_id)
-        if record is None:
+        if record is None or (caller is not None and not caller.may_see(record.owner)):
             raise HTTPException(404, f"no job with id {job_id!r} (GET /jobs lists them)")
         return record
 

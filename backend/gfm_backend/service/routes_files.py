@@ -24,9 +24,11 @@ from .deps import ServiceState, service
 from .schemas import ERRORS
 from .security import require_token
 from .uploads import Upload, UploadError, UploadStore
+from .users import Caller
 
 router = APIRouter(dependencies=[Depends(require_token)], responses=ERRORS, tags=["files"])
 State = Annotated[ServiceState, Depends(service)]
+Who = Annotated[Caller, Depends(require_token)]
 _RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 
 
@@ -78,7 +80,7 @@ async def _receive(request: Request, store: UploadStore, upload: Upload, start: 
 
 @router.post("/files", status_code=201, responses={200: {"description": "content known"},
                                                     202: {"description": "more to send"}})
-async def upload_file(request: Request, svc: State,
+async def upload_file(request: Request, svc: State, caller: Who,
                       x_filename: Annotated[str | None, Header()] = None,
                       x_sha256: Annotated[str | None, Header()] = None,
                       content_range: Annotated[str | None, Header()] = None,
@@ -88,13 +90,13 @@ async def upload_file(request: Request, svc: State,
     try:
         start, end, total = _range(content_range, content_length)
         if x_sha256 is not None:
-            known = await run_in_threadpool(store.known, x_filename, x_sha256.lower())
+            known = await run_in_threadpool(store.known, x_filename, x_sha256.lower(), caller.name)
             if known is not None:
                 return _answer(known)
         if start != 0:
             raise UploadError(400, "Content-Range: a new upload starts at byte 0")
         upload = await run_in_threadpool(store.start, x_filename, total,
-                                         x_sha256.lower() if x_sha256 else None)
+                                         x_sha256.lower() if x_sha256 else None, caller.name)
         if end > 0 or total == 0:
             upload = await _receive(request, store, upload, start, end)
     except UploadError as exc:
@@ -103,12 +105,12 @@ async def upload_file(request: Request, svc: State,
 
 
 @router.put("/files/{upload_id}", responses={202: {"description": "more to send"}})
-async def continue_upload(upload_id: str, request: Request, svc: State,
+async def continue_upload(upload_id: str, request: Request, svc: State, caller: Who,
                           content_range: Annotated[str | None, Header()] = None) -> JSONResponse:
     """The next piece of an upload (`Content-Range: bytes START-END/TOTAL`)."""
     store = svc.uploads
     try:
-        upload = await run_in_threadpool(store.get, upload_id)
+        upload = await run_in_threadpool(store.get, upload_id, caller)
         if content_range is None:
             raise UploadError(400, "Content-Range: say which bytes this is (bytes START-END/TOTAL)")
         start, end, total = _range(content_range, None)
@@ -120,9 +122,9 @@ async def continue_upload(upload_id: str, request: Request, svc: State,
 
 
 @router.get("/files/{upload_id}")
-def upload_state(upload_id: str, svc: State) -> dict[str, Any]:
+def upload_state(upload_id: str, svc: State, caller: Who) -> dict[str, Any]:
     """How much of an upload arrived (resume from `received`), and its hash once complete."""
     try:
-        return svc.uploads.received(svc.uploads.get(upload_id)).public()
+        return svc.uploads.received(svc.uploads.get(upload_id, caller)).public()
     except UploadError as exc:
         raise HTTPException(exc.status, str(exc)) from exc

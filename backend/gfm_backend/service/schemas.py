@@ -45,6 +45,7 @@ class Job(BaseModel):
     attempts: int
     worker_pid: int | None
     timings: Timings
+    owner: str | None = None
     log_tail: list[str] | None = None
 
 

@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..atomic import atomic_path
+from .users import ADMIN, Caller
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -56,15 +57,21 @@ _BEARER = HTTPBearer(auto_error=False, description="the token from server.json")
 
 
 async def require_token(request: Request,
-                        credentials: HTTPAuthorizationCredentials | None = Security(_BEARER)) -> None:
-    """A FastAPI dependency: 401 unless `Authorization: Bearer <token>` carries the token
-    of this server (`app.state.service.token`)."""
+                        credentials: HTTPAuthorizationCredentials | None = Security(_BEARER)
+                        ) -> Caller:
+    """A FastAPI dependency: who calls. 401 unless `Authorization: Bearer <token>` carries
+    this server's token (`server.json`: the admin) or a user's (`gfm users add`)."""
     given = credentials.credentials if credentials else ""
-    if not token_matches(f"Bearer {given}" if given else None, request.app.state.service.token):
+    service = request.app.state.service
+    if given and token_matches(f"Bearer {given}", service.token):
+        return Caller(ADMIN, admin=True)
+    caller = service.users.who(given) if given else None
+    if caller is None:
         raise HTTPException(
             status_code=401, headers={"WWW-Authenticate": "Bearer"},
             detail="missing or wrong token: send 'Authorization: Bearer <token>' with the "
                    "token from server.json in the service's state folder")
+    return caller
 
 
 def _is_ip(name: str) -> bool:

@@ -75,6 +75,7 @@ class JobRecord:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    owner: str | None = None  # the user who submitted it (None: before users existed)
 
     @property
     def finished(self) -> bool:
@@ -98,6 +99,7 @@ class JobRecord:
             "outputs": self.outputs, "params": self.params, "resource": self.resource,
             "resumable": self.resumable, "cancel_requested": self.cancel_requested,
             "attempts": self.attempts, "worker_pid": self.worker_pid, "timings": self.timings(),
+            "owner": self.owner,
         }
 
 
@@ -129,6 +131,7 @@ def _record(row: sqlite3.Row) -> JobRecord:
         cancel_requested=bool(row["cancel_requested"]), attempts=row["attempts"],
         worker_pid=row["worker_pid"], created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], updated_at=row["updated_at"],
+        owner=row["owner"] if "owner" in row.keys() else None,
     )
 
 
@@ -153,6 +156,9 @@ class JobStore:
             self._db.execute("PRAGMA synchronous = NORMAL")
             with self._db:
                 self._db.executescript(_SCHEMA)
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+                if "owner" not in columns:  # a database from before users
+                    self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -170,15 +176,16 @@ class JobStore:
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))
 
-    def add(self, job_type: str, params: dict[str, Any], resource: str, resumable: bool) -> JobRecord:
+    def add(self, job_type: str, params: dict[str, Any], resource: str, resumable: bool,
+            owner: str | None = None) -> JobRecord:
         now = time.time()
         job_id = uuid.uuid4().hex[:12]
         with self._tx() as db:
             db.execute(
                 "INSERT INTO jobs (id, type, params, resource, resumable, state, message, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, job_type, storable(params), resource, int(resumable), QUEUED,
-                 "waiting for its turn", now, now))
+                 "waiting for its turn", now, now, owner))
         record = self.get(job_id)
         assert record is not None
         return record
@@ -189,9 +196,12 @@ class JobStore:
         return _record(row) if row else None
 
     def list(self, state: str | None = None, job_type: str | None = None,
-             limit: int = 100) -> list[JobRecord]:
-        """Newest first."""
+             limit: int = 100, owner: str | None = None) -> list[JobRecord]:
+        """Newest first; `owner`: that user's jobs only."""
         where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if state:
             where.append("state = ?")
             args.append(state)

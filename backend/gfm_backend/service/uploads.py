@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from ..atomic import write_text_atomic
+from .users import Caller
 
 MAIN_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".gpkg", ".shp", ".geojson", ".json",
                  ".fgb", ".kml", ".gml")
@@ -49,6 +50,7 @@ class Upload:
     sha256: str | None  # known once complete (or announced by the client)
     created: float
     complete: bool = False
+    owner: str | None = None
 
     def public(self) -> dict:
         return {"id": self.id, "name": self.name, "size": self.size, "received": self.received,
@@ -76,12 +78,16 @@ class UploadStore:
             raise UploadError(404, f"no upload with id {upload_id!r}")
         return self.root / "ids" / f"{upload_id}.json"
 
-    def get(self, upload_id: str) -> Upload:
+    def get(self, upload_id: str, caller: Caller | None = None) -> Upload:
+        """An upload by id; another user's is a 404, as if it did not exist."""
         path = self._record_path(upload_id)
         try:
-            return Upload(**json.loads(path.read_text(encoding="utf-8")))
+            upload = Upload(**json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
-            raise UploadError(404, f"no upload with id {upload_id!r} (POST /files makes one)") from None
+            upload = None
+        if upload is None or (caller is not None and not caller.may_see(upload.owner)):
+            raise UploadError(404, f"no upload with id {upload_id!r} (POST /files makes one)")
+        return upload
 
     def _save(self, upload: Upload) -> None:
         write_text_atomic(self._record_path(upload.id), json.dumps(asdict(upload)))
@@ -91,19 +97,21 @@ class UploadStore:
         return self.root / "blobs" / upload.sha256 / upload.name
 
     # -- starting ----------------------------------------------------------------
-    def start(self, name: str | None, total: int, sha256: str | None) -> Upload:
+    def start(self, name: str | None, total: int, sha256: str | None,
+              owner: str | None = None) -> Upload:
         """A new upload of `total` bytes; refused beyond the size limit (413)."""
         if sha256 is not None and not _SHA.match(sha256):
             raise UploadError(400, "X-Sha256: give the file's SHA-256 as 64 hexadecimal digits")
         if self.max_bytes is not None and total > self.max_bytes:
             raise UploadError(413, f"the file is {total} bytes; this service takes uploads of "
                               f"at most {self.max_bytes} bytes")
-        upload = Upload(uuid.uuid4().hex, safe_name(name), total, 0, sha256, time.time())
+        upload = Upload(uuid.uuid4().hex, safe_name(name), total, 0, sha256, time.time(),
+                        owner=owner)
         (self.root / "partial" / upload.id).mkdir()
         self._save(upload)
         return upload
 
-    def known(self, name: str | None, sha256: str) -> Upload | None:
+    def known(self, name: str | None, sha256: str, owner: str | None = None) -> Upload | None:
         """Content the service has already: a new id for it at once, no bytes sent."""
         if not _SHA.match(sha256):
             raise UploadError(400, "X-Sha256: give the file's SHA-256 as 64 hexadecimal digits")
@@ -113,7 +121,7 @@ class UploadStore:
         if existing is None:
             return None
         upload = Upload(uuid.uuid4().hex, safe_name(name), existing.stat().st_size,
-                        existing.stat().st_size, sha256, time.time(), complete=True)
+                        existing.stat().st_size, sha256, time.time(), complete=True, owner=owner)
         target = self.blob(upload)
         if not target.exists():
             os.link(existing, target)
@@ -171,9 +179,9 @@ class UploadStore:
         self._record_path(upload.id).unlink(missing_ok=True)
 
     # -- using ---------------------------------------------------------------------
-    def path_for_job(self, upload_id: str) -> Path:
+    def path_for_job(self, upload_id: str, caller: Caller | None = None) -> Path:
         """The path a job reads: the file, or for a zip the main dataset unpacked from it."""
-        upload = self.get(upload_id)
+        upload = self.get(upload_id, caller)
         if not upload.complete:
             raise UploadError(409, f"upload {upload_id} is not complete ({upload.received} of "
                               f"{upload.size} bytes); finish it first")
