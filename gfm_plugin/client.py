@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .tls import opener
+
 TERMINAL_STATES = ("succeeded", "failed", "cancelled", "interrupted")
 
 
@@ -27,6 +29,7 @@ class BackendError(Exception):
 class Connection:
     url: str
     token: str = ""
+    fingerprint: str = ""  # a pinned HTTPS certificate's SHA-256 ('' : the usual checks)
 
     @classmethod
     def from_server_json(cls, path: str | Path) -> Connection:
@@ -35,7 +38,8 @@ class Connection:
             info = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot read backend connection file {path}: {exc}") from exc
-        return cls(url=str(info["url"]).rstrip("/"), token=str(info.get("token", "")))
+        return cls(url=str(info["url"]).rstrip("/"), token=str(info.get("token", "")),
+                   fingerprint=str(info.get("fingerprint") or ""))
 
 
 class BackendClient:
@@ -52,7 +56,7 @@ class BackendClient:
         if auth and self.connection.token:
             req.add_header("Authorization", f"Bearer {self.connection.token}")
         try:
-            return urllib.request.urlopen(req, timeout=self.timeout)
+            return opener(self.connection.fingerprint).open(req, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             raise BackendError(self._http_message(exc), exc.code) from exc
         except (urllib.error.URLError, OSError) as exc:

@@ -15,7 +15,7 @@ def get_client(settings: BackendSettings | None = None, start: bool = True) -> B
     if settings.mode == "remote":
         if not settings.url:
             raise BackendError("no backend URL is set: fill it in the GFM settings")
-        return BackendClient(Connection(settings.url, settings.token))
+        return BackendClient(Connection(settings.url, settings.token, settings.fingerprint))
     if start:
         return start_local(settings.python, settings.state_dir)
     client = find_running(settings.state_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
@@ -97,6 +98,7 @@ class GfmController:
 
     def _connected(self, client: BackendClient, status: str) -> None:
         self.client = client
+        self._warn_plain_http(client.connection.url)
         self.dock.set_status(status, ok=True, where=client.connection.url)
         try:
             health = client.health()
@@ -105,6 +107,17 @@ class GfmController:
         self.refresh_models()
         self.refresh_encoders(health)
         self._offer_upgrade(health.get("version"))
+
+    def _warn_plain_http(self, url: str) -> None:
+        """Once: a backend beyond this machine over plain HTTP sees tokens and files pass
+        unencrypted."""
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1") \
+                and not getattr(self, "_warned_http", False):
+            self._warned_http = True
+            self.warn(f"{host} is reached over plain HTTP: the token and your files cross the "
+                      "network unencrypted; ask for HTTPS (gfm serve --certfile) or use an SSH "
+                      "tunnel")
 
     def _disconnected(self, problem: str) -> None:
         self.client = None

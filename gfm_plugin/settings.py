@@ -37,7 +37,8 @@ def default_python() -> str:
     return ""
 
 
-PLAIN_KEYS = ("mode", "python", "state_dir", "url", "models_dir", "results_dir", "authcfg")
+PLAIN_KEYS = ("mode", "python", "state_dir", "url", "models_dir", "results_dir", "authcfg",
+              "fingerprint")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class BackendSettings:
     models_dir: str = ""
     results_dir: str = ""  # the outputs folder of unsaved projects (default: ~/GFM)
     authcfg: str = ""
+    fingerprint: str = ""  # SHA-256 of a remote backend's self-signed certificate, pinned
 
     @classmethod
     def load(cls) -> BackendSettings:
@@ -64,6 +66,7 @@ class BackendSettings:
             models_dir=s.value(PREFIX + "models_dir", ""),
             results_dir=s.value(PREFIX + "results_dir", ""),
             authcfg=s.value(PREFIX + "authcfg", ""),
+            fingerprint=s.value(PREFIX + "fingerprint", ""),
         )
         legacy = s.value(PREFIX + "token", "")
         if legacy:  # a token older versions kept in plain text: moved into the manager

@@ -78,19 +78,25 @@ class SettingsDialog(QDialog):
         self.url.setPlaceholderText("http://127.0.0.1:8765")
         self.token = QLineEdit(settings.token)
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.fingerprint = QLineEdit(settings.fingerprint)
+        self.fingerprint.setPlaceholderText("only for a self-signed certificate")
+        self.fingerprint.setToolTip("The SHA-256 fingerprint of the server's HTTPS certificate "
+                                    "(gfm serve logs it): pinned, so no other certificate is "
+                                    "accepted")
         form.addRow("Python", python_row)
         form.addRow("State folder", self.state_dir)
         form.addRow("Models folder", self.models_dir)
         form.addRow("Outputs folder", self.results_dir)
         form.addRow("URL", self.url)
         form.addRow("Token", self.token)
+        form.addRow("Certificate SHA-256", self.fingerprint)
         return form
 
     def _mode_changed(self) -> None:
         local = self.local.isChecked()
         for widget in (self.python, self.setup_button, self.state_dir):
             widget.setEnabled(local)
-        for widget in (self.url, self.token):
+        for widget in (self.url, self.token, self.fingerprint):
             widget.setEnabled(not local)
         self.test_result.clear()  # a result of the other mode's settings would mislead
 
@@ -118,6 +124,7 @@ class SettingsDialog(QDialog):
             mode="remote" if self.remote.isChecked() else "local",
             python=self.python.filePath().strip(), state_dir=self.state_dir.filePath().strip(),
             url=self.url.text().strip(), token=self.token.text().strip(),
+            fingerprint=self.fingerprint.text().strip(),
             models_dir=self.models_dir.filePath().strip(),
             results_dir=self.results_dir.filePath().strip(),
             authcfg=self.settings.authcfg,  # the token's configuration is updated, not copied

@@ -42,6 +42,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", type=Path, default=None, metavar="DIR",
                    help="jobs may read and write only under DIR (and the uploads and outputs "
                    "in the state folder); needed to listen beyond loopback")
+    p.add_argument("--certfile", type=Path, default=None, metavar="PEM",
+                   help="serve HTTPS with this certificate (with --keyfile)")
+    p.add_argument("--keyfile", type=Path, default=None, metavar="PEM",
+                   help="the certificate's private key")
     p.add_argument("--max-upload-gb", type=float, default=None, metavar="GB",
                    help="refuse uploads (POST /files) larger than this (HTTP 413)")
 
@@ -53,7 +57,7 @@ def run_serve(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         state_dir=a.state_dir or default_state_dir(), host=a.host, port=a.port,
         gpu_jobs=a.gpu_jobs, cpu_jobs=a.cpu_jobs, cancel_grace_s=a.cancel_grace,
         heartbeat_timeout_s=a.heartbeat_timeout, max_upload_gb=a.max_upload_gb,
-        data_root=a.data_root,
+        data_root=a.data_root, certfile=a.certfile, keyfile=a.keyfile,
         model_dirs=a.models or [], allow_hosts=a.allow_host))
 
 

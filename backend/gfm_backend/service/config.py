@@ -39,6 +39,8 @@ class ServiceConfig:
     allow_hosts: list[str] = field(default_factory=list)
     max_upload_gb: float | None = None  # POST /files beyond it: 413
     data_root: Path | None = None  # jobs read and write only here (and uploads, outputs)
+    certfile: Path | None = None  # HTTPS with this certificate and key
+    keyfile: Path | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).expanduser().resolve()

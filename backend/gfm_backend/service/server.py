@@ -81,14 +81,37 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def public_url(host: str, port: int) -> str:
+def certificate_fingerprint(config: ServiceConfig) -> str | None:
+    """SHA-256 of the HTTPS certificate (what clients pin), or None without HTTPS."""
+    import hashlib
+    import ssl
+
+    if (config.certfile is None) != (config.keyfile is None):
+        raise GfmError("give both --certfile and --keyfile (or neither)")
+    if config.certfile is None or config.keyfile is None:
+        return None
+    for flag, path in (("--certfile", config.certfile), ("--keyfile", config.keyfile)):
+        if not Path(path).is_file():
+            raise GfmError(f"{flag} {path}: no such file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(config.certfile,
+                                                                           config.keyfile)
+        der = ssl.PEM_cert_to_DER_cert(Path(config.certfile).read_text(encoding="ascii"))
+    except (ssl.SSLError, ValueError, UnicodeDecodeError) as exc:
+        raise GfmError(f"--certfile {config.certfile} / --keyfile {config.keyfile}: not a "
+                       f"certificate and its key in PEM ({exc})") from exc
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, 64, 2))
+
+
+def public_url(host: str, port: int, tls: bool = False) -> str:
     """The URL a local client uses; a wildcard bind is reached through loopback."""
     if host in WILDCARD_HOSTS:
         host = "127.0.0.1" if host != "::" else "::1"
     with contextlib.suppress(ValueError):
         if ipaddress.ip_address(host).version == 6:
             host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 def make_private(state_dir: Path) -> None:
@@ -138,6 +161,7 @@ def serve(config: ServiceConfig) -> dict[str, Any]:
                        "outputs), so that no one can name /etc or another user's files")
     if config.data_root is not None and not config.data_root.is_dir():
         raise GfmError(f"--data-root {config.data_root}: no such folder")
+    fingerprint = certificate_fingerprint(config)
     with state_lock(config):
         handler = _log_to_file(config.log_path)
         try:
@@ -146,9 +170,9 @@ def serve(config: ServiceConfig) -> dict[str, Any]:
                 log.info("job-type plugins: %s", ", ".join(plugins))
             store = _open_store(config)
             sock = bind_socket(config.host, config.port)
-            url = public_url(config.host, sock.getsockname()[1])
+            url = public_url(config.host, sock.getsockname()[1], tls=fingerprint is not None)
             try:
-                _run(config, store, sock, url)
+                _run(config, store, sock, url, fingerprint)
             finally:
                 store.close()
                 sock.close()
@@ -172,7 +196,8 @@ def _open_store(config: ServiceConfig) -> Any:
     return store
 
 
-def _run(config: ServiceConfig, store: Any, sock: socket.socket, url: str) -> None:
+def _run(config: ServiceConfig, store: Any, sock: socket.socket, url: str,
+         fingerprint: str | None = None) -> None:
     """Serve on `sock` until a signal; the dispatcher stops its jobs (interrupted) after."""
     import uvicorn
 
@@ -182,10 +207,13 @@ def _run(config: ServiceConfig, store: Any, sock: socket.socket, url: str) -> No
 
     token = load_or_create_token(config.token_path)
     port = sock.getsockname()[1]
-    if config.host not in LOOPBACK_HOSTS:
-        log.warning("listening on %s:%d, not only on this computer: anyone who can reach it and "
-                    "has the token can run jobs, and HTTP is not encrypted (an SSH tunnel to a "
-                    "loopback-only service is safer)", config.host, port)
+    if config.host not in LOOPBACK_HOSTS and fingerprint is None:
+        log.warning("listening on %s:%d, not only on this computer, over plain HTTP: tokens and "
+                    "files cross the network unencrypted; give --certfile and --keyfile, or "
+                    "reach a loopback-only service through an SSH tunnel", config.host, port)
+    elif config.host not in LOOPBACK_HOSTS:
+        log.info("listening on %s:%d over HTTPS, certificate SHA-256 %s", config.host, port,
+                 fingerprint)
     devices = DeviceProbe()
     devices.start()
     dispatcher = Dispatcher(store, config)
@@ -193,9 +221,12 @@ def _run(config: ServiceConfig, store: Any, sock: socket.socket, url: str) -> No
     state = ServiceState(config, store, dispatcher, devices, token, time.time())
     server = uvicorn.Server(uvicorn.Config(
         create_app(state), log_config=None, access_log=False, lifespan="off",
-        timeout_graceful_shutdown=5, backlog=2048))
+        timeout_graceful_shutdown=5, backlog=2048,
+        ssl_certfile=str(config.certfile) if fingerprint else None,
+        ssl_keyfile=str(config.keyfile) if fingerprint else None))
     info = {"url": url, "token": token, "pid": os.getpid(), "version": __version__,
             "api_version": API_VERSION, "host": config.host, "port": port,
+            "fingerprint": fingerprint,
             "state_dir": str(config.state_dir)}
     threading.Thread(target=_announce, args=(server, config, info), daemon=True,
                      name="gfm-announce").start()
