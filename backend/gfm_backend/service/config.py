@@ -39,6 +39,7 @@ class ServiceConfig:
     allow_hosts: list[str] = field(default_factory=list)
     max_upload_gb: float | None = None  # POST /files beyond it: 413
     data_root: Path | None = None  # jobs read and write only here (and uploads, outputs)
+    keep_days: float | None = None  # uploads and service-picked outputs older than this go
     certfile: Path | None = None  # HTTPS with this certificate and key
     keyfile: Path | None = None
 

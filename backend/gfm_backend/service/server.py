@@ -218,6 +218,10 @@ def _run(config: ServiceConfig, store: Any, sock: socket.socket, url: str,
     devices.start()
     dispatcher = Dispatcher(store, config)
     dispatcher.start()
+    if config.keep_days is not None:
+        from . import janitor
+
+        janitor.start(config, store, config.keep_days)
     state = ServiceState(config, store, dispatcher, devices, token, time.time())
     server = uvicorn.Server(uvicorn.Config(
         create_app(state), log_config=None, access_log=False, lifespan="off",
