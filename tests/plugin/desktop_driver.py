@@ -223,10 +223,40 @@ def run(steps) -> None:
     QTimer.singleShot(3000, step)
 
 
+def remote_steps():
+    """Classify a raster that exists only on this side, through URL + token."""
+    from gfm_plugin.settings import BackendSettings
+
+    plugin = plugins["gfm_plugin"]
+    plugin.controller.settings = BackendSettings(
+        mode="remote", url=CONFIG["url"], token=CONFIG["token"], results_dir=str(OUT / "client"))
+    plugin.controller.client = None
+    plugin.controller.connect_in_background(start=False)
+    RESULTS["remote_connected_s"] = yield from wait_until(
+        lambda: status().startswith("connected"), 30)
+    layer = QgsRasterLayer(CONFIG["scene"], "client scene")
+    QgsProject.instance().addMapLayer(layer)
+    iface.mapCanvas().setExtent(layer.extent())
+    dock = plugin.dock
+    dock.raster_combo.setLayer(layer)
+    task = plugin.controller.classify_current()
+    params = task.params if task else {}  # the task's own dict: the upload's id lands in it
+    RESULTS["remote_classified_s"] = yield from wait_until(
+        lambda: QgsProject.instance().layerTreeRoot().findGroup("client scene") is not None, 180)
+    RESULTS["remote_params_raster"] = params.get("raster")
+    group = QgsProject.instance().layerTreeRoot().findGroup("client scene")
+    RESULTS["remote_sources"] = [n.layer().source() for n in group.findLayers()] if group else []
+    RESULTS["remote_status"] = status()
+    yield 1.0
+    shot("remote_classified")
+
+
 def all_steps():
     yield from layout_steps()
     if CONFIG.get("workflow"):
         yield from workflow_steps()
+    if CONFIG.get("remote"):
+        yield from remote_steps()
 
 
 def finish() -> None:

@@ -135,3 +135,32 @@ def test_an_analysts_session_on_a_1280x800_screen(tmp_path, plugin_zip, backend_
     assert results["webmercator_pixel"] == pytest.approx(0.5 / math.cos(math.radians(lat)), rel=5e-3)
     assert "classify" in " ".join(t for t, _ in results["jobs"])
     assert "classify</b> succeeded" in results["report"] and " ha" in results["report"]
+
+
+def test_a_remote_classify_of_a_raster_only_the_client_has(tmp_path, plugin_zip, backend_outputs):
+    """The server keeps to its data root, so the client's raster can only arrive uploaded."""
+    from gfm_plugin.backend_process import start_local
+
+    state = tmp_path / "server-state"
+    shutil.copytree(backend_outputs / "model", state / "models" / "scene-model")
+    (tmp_path / "server-data").mkdir()
+    client_side = tmp_path / "laptop" / "scene.tif"
+    client_side.parent.mkdir()
+    shutil.copy(backend_outputs / "scene.tif", client_side)
+    proc = subprocess.Popen([str(VENV_PY), "-m", "gfm_backend.cli", "serve", "--port", "0",
+                             "--state-dir", str(state), "--data-root", str(tmp_path / "server-data")],
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        client = start_local(str(VENV_PY), str(state), timeout_s=60)  # finds the one running
+        results = _run_desktop(tmp_path, "1280x800", plugin_zip, {
+            "remote": True, "state_dir": str(tmp_path / "no-local-backend"),
+            "url": client.connection.url, "token": client.connection.token,
+            "scene": str(client_side)})
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+    assert results["remote_connected_s"] is not None
+    assert set(results["remote_params_raster"]) == {"file"}
+    assert results["remote_classified_s"] is not None
+    local = tmp_path / "shots-1280x800" / "client" / "results"
+    assert results["remote_sources"] and all(s.startswith(str(local)) for s in results["remote_sources"])
