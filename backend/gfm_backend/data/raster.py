@@ -29,7 +29,8 @@ GSD_TOLERANCE = 1.5
 @contextmanager
 def open_raster(path: Path | str) -> Iterator[rasterio.DatasetReader]:
     """Open any GDAL-readable raster, turning GDAL errors into a message naming the file."""
-    path = Path(path) if not str(path).startswith(("/vsi", "http")) else path
+    # a GDAL virtual path (/vsicurl?url=..., /vsizip/...) is no file to look for
+    path = Path(path) if not str(path).startswith(("/vsi", "http")) else str(path)
     if isinstance(path, Path) and not path.exists():
         raise InputError(path, "raster file does not exist")
     if isinstance(path, Path):

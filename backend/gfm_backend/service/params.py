@@ -10,6 +10,7 @@ field and the file.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,9 @@ def validate(cls: type[JobParams], params: Any, resolvers: Resolvers | None = No
         raise ParamError(unknown[0], f"unknown option for a {cls.job} job; known options: {known}")
     resolvers = resolvers or Resolvers()
     params = {k: _service_value(k, v, resolvers) for k, v in params.items()}
+    for key in _raster_names(cls) & set(params):  # before the model makes URLs into Paths
+        value = params[key]
+        params[key] = [gdal_url(v) for v in value] if isinstance(value, list) else gdal_url(value)
     clean = dumped(cls.checked(params))
     for name, kind in path_fields(cls).items():
         value = clean.get(name)
@@ -88,6 +92,28 @@ def _service_value(field: str, value: Any, resolvers: Resolvers) -> Any:
         raise ParamError(field, str(exc)) from exc
 
 
+OBJECT_STORES = {"s3://": "/vsis3/", "gs://": "/vsigs/"}
+NETWORK = ("/vsicurl?", "/vsis3/", "/vsigs/")
+
+
+def gdal_url(value: Any) -> Any:
+    """Imagery that need not travel: an http(s):// COG read through GDAL's /vsicurl/ (window
+    by window, with HTTP range requests), s3:// and gs:// where the server has credentials.
+    The URL goes in `/vsicurl?url=` percent-encoded: a path keeps no `//`."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(("https://", "http://")):
+        return "/vsicurl?url=" + urllib.parse.quote(value, safe="")
+    for prefix, vsi in OBJECT_STORES.items():
+        if value.startswith(prefix):
+            return vsi + value[len(prefix):]
+    return value
+
+
+def _is_network(path: str) -> bool:
+    return path.startswith(NETWORK)
+
+
 def _service_name(kind: str, value: Any) -> bool:
     return kind in ("model", "weights") and isinstance(value, str) and "/" not in value \
         and "\\" not in value
@@ -100,11 +126,24 @@ def _inside_allowed(field: str, value: Any, allowed: tuple[Path, ...] | None) ->
     if allowed is None:
         return
     for item in value if isinstance(value, list) else [value]:
+        if _is_network(str(item)):
+            continue  # read over the network, not from this machine's disk
         real = Path(os.path.realpath(str(item)))
         if not any(real == root or root in real.parents for root in allowed):
             raise ParamError(field, f"{item} lies outside the folders this service lets jobs use "
                              f"({allowed[0]}, given to gfm serve as --data-root, and the service's "
                              "uploads and outputs); upload the file (POST /files) or put it there")
+
+
+def _raster_names(cls: type[JobParams]) -> set[str]:
+    """The names (aliases included) under which a job takes rasters."""
+    from ..parameters import cli_of
+
+    names: set[str] = set()
+    for name, kind in path_fields(cls).items():
+        if kind in ("raster", "rasters"):
+            names |= {name, *cli_of(cls.exposed()[name]).aliases}
+    return names
 
 
 def _accepted(cls: type[JobParams]) -> set[str]:
@@ -120,12 +159,30 @@ def _accepted(cls: type[JobParams]) -> set[str]:
 def check_path(name: str, kind: str, value: Any, resolvers: Resolvers) -> Any:
     """One path field's value, checked as its kind says; lists item by item."""
     if kind == "rasters":
-        return [str(_path(name, "raster", v)) for v in value]
+        return [_raster(name, str(v)) for v in value]
+    if kind == "raster":
+        return _raster(name, str(value))
     if kind == "model":
         return _model(name, value, resolvers.find_model)
     if kind == "weights":
         return _weights(name, value, resolvers)
     return str(_path(name, kind, value))
+
+
+def _raster(name: str, value: str) -> str:
+    """A raster file, or one GDAL reads over the network (kept as given: no Path, which
+    would fold the URL's `//`)."""
+    if not _is_network(value):
+        return str(_path(name, "raster", value))
+    from ..data.raster import open_raster
+
+    try:
+        with open_raster(value):
+            pass
+    except Exception as exc:  # any GDAL failure means the same thing to the user
+        raise ParamError(name, f"{urllib.parse.unquote(value)}: not a raster GDAL can read "
+                         f"over the network ({exc})") from exc
+    return value
 
 
 def _weights(name: str, value: Any, resolvers: Resolvers) -> str:

@@ -133,3 +133,26 @@ def test_a_client_without_the_servers_disk_names_a_new_output_folder(server: Ser
     assert server.wait(job["id"])["state"] == "succeeded"
     names = {f["name"] for f in server.client().get(f"/jobs/{job['id']}/files").json()["files"]}
     assert "classes.tif" in names
+
+
+def test_a_raster_url_is_read_over_http_where_it_lies(server: Server, small_raster, tmp_path):
+    """An https:// COG need not travel: GDAL reads it window by window (here from a real
+    HTTP server on loopback), and the result is the local file's."""
+    from tests.backend.weights.file_server import FileServer
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "scene.tif").write_bytes(small_raster.read_bytes())
+    with FileServer(tmp_path / "www") as web:
+        job = server.submit("classify", raster=web.url("scene.tif"), model="tiny",
+                            out=str(tmp_path / "from-url"), device="cpu")
+        assert job["params"]["raster"].startswith("/vsicurl?url=http")
+        assert server.wait(job["id"])["state"] == "succeeded"
+        assert any(r and r.startswith("bytes=") for _, r in web.served.requests)  # ranges
+    local = server.submit("classify", raster=str(small_raster), model="tiny",
+                          out=str(tmp_path / "from-file"), device="cpu")
+    assert server.wait(local["id"])["state"] == "succeeded"
+    assert (tmp_path / "from-url" / "classes.tif").read_bytes() == \
+        (tmp_path / "from-file" / "classes.tif").read_bytes()
+    r = server.client().post("/jobs", json={"type": "classify", "params": {
+        "raster": web.url("gone.tif"), "model": "tiny", "out": str(tmp_path / "gone")}})
+    assert r.status_code == 400 and "params.raster" in r.json()["detail"]

@@ -34,27 +34,41 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
                 return
             data = path.read_bytes()
             etag = '"' + hashlib.sha1(data).hexdigest() + '"'
-            start = self._range_start(etag)
-            self.send_response(206 if start else 200)
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            self.send_header("Content-Length", str(len(data) - start))
+            start, last = self._range(etag, len(data))
+            partial = start > 0 or last < len(data) - 1
+            self.send_response(206 if partial else 200)
+            if partial:
+                self.send_header("Content-Range", f"bytes {start}-{last}/{len(data)}")
+            self.send_header("Content-Length", str(last + 1 - start))
             self.send_header("ETag", etag)
             self.send_header("Accept-Ranges", "bytes")
             for key, value in served.headers.get(name, {}).items():
                 self.send_header(key, value)
             self.end_headers()
-            end = served.cut_after.pop(name, len(data))
+            end = min(served.cut_after.pop(name, len(data)), last + 1)
             self.wfile.write(data[start:max(start, end)])
             self.wfile.flush()
             self.close_connection = True
 
-        def _range_start(self, etag: str) -> int:
-            wanted = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+        def do_HEAD(self) -> None:  # noqa: N802 (http.server's name); GDAL's /vsicurl/ asks first
+            path = served.root / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(path.stat().st_size))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+
+        def _range(self, etag: str, size: int) -> tuple[int, int]:
+            """(first, last) byte asked for: `bytes=N-` (a resumed download) or `bytes=N-M`
+            (GDAL reading a window)."""
+            wanted = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range", ""))
             if_range = self.headers.get("If-Range")
             if not wanted or (if_range and if_range != etag):
-                return 0
-            return int(wanted.group(1))
+                return 0, size - 1
+            last = int(wanted.group(2)) if wanted.group(2) else size - 1
+            return int(wanted.group(1)), min(last, size - 1)
 
     return Handler
 
