@@ -132,7 +132,7 @@ def test_finetune_takes_the_checked_rasters(plugin, backend_outputs, tmp_path, m
     dock.labels_combo.setLayer(labels)
     dock.field_combo.setField("class")
     submitted: list[dict] = []
-    monkeypatch.setattr(plugin, "run_job", lambda title, kind, params, done: submitted.append(params))
+    monkeypatch.setattr(plugin, "run_job", lambda title, kind, params, done, **_kw: submitted.append(params))
     monkeypatch.setattr(plugin, "confirm", lambda text: True)
     dock.model_name_edit.setText("two-rasters")
     plugin.finetune_current()  # nothing checked: the Classify raster
