@@ -287,6 +287,13 @@ class GfmDock(QDockWidget):
         self.jobs.setItemWidget(item, 2, bar)
         self._job_items[job_id] = (item, bar)
 
+    def rekey_job(self, old: str, new: str) -> None:
+        """A row made before its job had an id (an upload to a remote backend) takes the id."""
+        if old in self._job_items and new not in self._job_items:
+            item, bar = self._job_items.pop(old)
+            item.setData(0, Qt.ItemDataRole.UserRole, new)
+            self._job_items[new] = (item, bar)
+
     def update_job(self, job_id: str, state: str, progress: float, message: str = "") -> None:
         if job_id not in self._job_items:
             return

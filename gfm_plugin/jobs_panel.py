@@ -43,7 +43,7 @@ class JobsPanel:
             return None
 
         def done(task: BackendJobTask, _ok: bool) -> None:
-            key = task.job_id or title
+            key = task.job_id or f"pending:{title}"
             state = task.info.get("state", "failed")
             self.dock.update_job(key, state, float(task.info.get("progress") or 0.0),
                                  task.error or task.info.get("message") or "")
@@ -68,8 +68,13 @@ class JobsPanel:
         return task
 
     def _follow(self, task: BackendJobTask, title: str) -> None:
+        pending = f"pending:{title}"
         if task.job_id is None:
+            if isinstance(task, RemoteJobTask):  # uploading: the row shows it already
+                self.dock.job_row(pending, title)
+                self.dock.update_job(pending, "uploading", task.progress() / 100, task.stage)
             return
+        self.dock.rekey_job(pending, task.job_id)
         self.dock.job_row(task.job_id, title)
         self.show_state(task.info | {"id": task.job_id})
 

@@ -53,6 +53,10 @@ def test_remote_classify_uploads_the_raster_and_downloads_the_results(remote, ba
     sources = [n.layer().source().split("|")[0] for n in group.findLayers()]
     assert all(Path(s).parent == local.parent for s in sources), sources
     assert task.transfer_s > 0
+    # the upload showed in the Jobs list, and that row became the job's
+    rows = [plugin.dock.jobs.topLevelItem(i) for i in range(plugin.dock.jobs.topLevelItemCount())]
+    ids = [row.data(0, 256) for row in rows]
+    assert task.job_id in ids and not any(str(i).startswith("pending:") for i in ids)
 
 
 def test_content_the_server_has_is_not_sent_again(remote, backend_outputs, tmp_path):
