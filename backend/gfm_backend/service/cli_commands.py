@@ -49,6 +49,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-days", type=float, default=None, metavar="N",
                    help="remove uploads and the service's job outputs N days old (never what a "
                    "queued or running job uses)")
+    p.add_argument("--user-quota-gb", type=float, default=None, metavar="GB",
+                   help="refuse an upload that would make a user's uploads larger than this (413)")
     p.add_argument("--max-upload-gb", type=float, default=None, metavar="GB",
                    help="refuse uploads (POST /files) larger than this (HTTP 413)")
 
@@ -60,6 +62,7 @@ def run_serve(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         state_dir=a.state_dir or default_state_dir(), host=a.host, port=a.port,
         gpu_jobs=a.gpu_jobs, cpu_jobs=a.cpu_jobs, cancel_grace_s=a.cancel_grace,
         heartbeat_timeout_s=a.heartbeat_timeout, max_upload_gb=a.max_upload_gb,
+        user_quota_gb=a.user_quota_gb,
         data_root=a.data_root, keep_days=a.keep_days, certfile=a.certfile, keyfile=a.keyfile,
         model_dirs=a.models or [], allow_hosts=a.allow_host))
 

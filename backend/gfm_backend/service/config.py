@@ -38,6 +38,7 @@ class ServiceConfig:
     model_dirs: list[Path] = field(default_factory=list)
     allow_hosts: list[str] = field(default_factory=list)
     max_upload_gb: float | None = None  # POST /files beyond it: 413
+    user_quota_gb: float | None = None  # a user's uploads together beyond it: 413
     data_root: Path | None = None  # jobs read and write only here (and uploads, outputs)
     keep_days: float | None = None  # uploads and service-picked outputs older than this go
     certfile: Path | None = None  # HTTPS with this certificate and key
@@ -63,6 +64,10 @@ class ServiceConfig:
     def outputs_dir(self) -> Path:
         """Where jobs write when a client names `{"output": NAME}` (it has no path here)."""
         return self.state_dir / "outputs"
+
+    @property
+    def quota_bytes(self) -> int | None:
+        return None if self.user_quota_gb is None else int(self.user_quota_gb * 2**30)
 
     @property
     def max_upload_bytes(self) -> int | None:

@@ -45,7 +45,8 @@ class ServiceState:
 
     @property
     def uploads(self) -> UploadStore:
-        return UploadStore(self.config.uploads_dir, self.config.max_upload_bytes)
+        return UploadStore(self.config.uploads_dir, self.config.max_upload_bytes,
+                           self.config.quota_bytes)
 
 
     @property

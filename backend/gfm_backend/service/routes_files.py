@@ -121,6 +121,16 @@ async def continue_upload(upload_id: str, request: Request, svc: State, caller: 
     return _answer(upload, created=upload.complete)
 
 
+@router.delete("/files/{upload_id}")
+def delete_upload(upload_id: str, svc: State, caller: Who) -> dict[str, Any]:
+    """Forget one of your uploads (jobs already queued keep their copy)."""
+    try:
+        svc.uploads.delete(upload_id, caller)
+    except UploadError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+    return {"deleted": upload_id}
+
+
 @router.get("/files/{upload_id}")
 def upload_state(upload_id: str, svc: State, caller: Who) -> dict[str, Any]:
     """How much of an upload arrived (resume from `received`), and its hash once complete."""

@@ -66,9 +66,11 @@ def safe_name(name: str | None) -> str:
 
 
 class UploadStore:
-    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
+    def __init__(self, root: Path, max_bytes: int | None = None,
+                 quota_bytes: int | None = None) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.quota_bytes = quota_bytes  # per user: the sum of their uploads
         for sub in ("blobs", "partial", "ids"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -105,6 +107,7 @@ class UploadStore:
         if self.max_bytes is not None and total > self.max_bytes:
             raise UploadError(413, f"the file is {total} bytes; this service takes uploads of "
                               f"at most {self.max_bytes} bytes")
+        self._check_quota(owner, total)
         upload = Upload(uuid.uuid4().hex, safe_name(name), total, 0, sha256, time.time(),
                         owner=owner)
         (self.root / "partial" / upload.id).mkdir()
@@ -127,6 +130,32 @@ class UploadStore:
             os.link(existing, target)
         self._save(upload)
         return upload
+
+    def _check_quota(self, owner: str | None, total: int) -> None:
+        if self.quota_bytes is None:
+            return
+        used = sum(u.size for u in self.owned_by(owner))
+        if used + total > self.quota_bytes:
+            raise UploadError(413, f"your uploads take {used / 2**30:.2f} GB; with this file "
+                              f"({total / 2**30:.2f} GB) they would pass this service's limit of "
+                              f"{self.quota_bytes / 2**30:.2f} GB per user: delete some "
+                              "(DELETE /files/{id}) or wait for the cleanup")
+
+    def owned_by(self, owner: str | None) -> list[Upload]:
+        found = []
+        for path in sorted((self.root / "ids").glob("*.json")):
+            try:
+                upload = Upload(**json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                continue
+            if upload.owner == owner:
+                found.append(upload)
+        return found
+
+    def delete(self, upload_id: str, caller: Caller | None = None) -> None:
+        """Forget an upload; its content goes when no other upload names it (the cleanup
+        removes unnamed blobs, and never one a job uses)."""
+        self.discard(self.get(upload_id, caller))
 
     # -- receiving ---------------------------------------------------------------
     def partial_file(self, upload: Upload) -> Path:

@@ -156,3 +156,15 @@ def test_a_raster_url_is_read_over_http_where_it_lies(server: Server, small_rast
     r = server.client().post("/jobs", json={"type": "classify", "params": {
         "raster": web.url("gone.tif"), "model": "tiny", "out": str(tmp_path / "gone")}})
     assert r.status_code == 400 and "params.raster" in r.json()["detail"]
+
+
+def test_a_users_uploads_together_stay_under_the_quota(start_server, tmp_path):
+    quota = start_server(tmp_path / "quota", "--user-quota-gb", str(10_000 / 2**30))  # 10 kB
+    first = _post(quota, b"a" * 6000, "a.bin")
+    assert first.status_code == 201
+    over = _post(quota, b"b" * 6000, "b.bin")
+    assert over.status_code == 413 and "per user" in over.json()["detail"]
+    c = quota.client()
+    assert c.delete(f"/files/{first.json()['id']}").status_code == 200
+    assert c.get(f"/files/{first.json()['id']}").status_code == 404
+    assert _post(quota, b"b" * 6000, "b.bin").status_code == 201
