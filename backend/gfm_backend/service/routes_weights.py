@@ -11,6 +11,7 @@ from ..errors import InputError
 from .deps import ServiceState, service
 from .schemas import ERRORS, WeightsList
 from .security import require_token
+from .users import Caller
 
 router = APIRouter(dependencies=[Depends(require_token)], responses=ERRORS, tags=["weights"])
 State = Annotated[ServiceState, Depends(service)]
@@ -25,10 +26,15 @@ def list_all(svc: State) -> dict[str, Any]:
 
 
 @router.delete("/weights/{name}")
-def remove(name: str, svc: State) -> dict[str, Any]:
-    """Remove installed weights; refused (409) while a queued or running job names them."""
+def remove(name: str, svc: State, caller: Annotated[Caller, Depends(require_token)]
+           ) -> dict[str, Any]:
+    """Remove installed weights (an admin only: everyone's jobs use them); refused (409)
+    while a queued or running job names them."""
     from ..tasks.weights import remove_weights
 
+    if not caller.admin:
+        raise HTTPException(403, f"weights are shared by everyone on this service; only an "
+                            f"admin may remove {name!r}")
     path = svc.weights.find(name)
     if path is None:
         raise HTTPException(404, f"no weights named {name!r} (GET /weights lists them)")

@@ -100,6 +100,7 @@ class Error(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Error, "description": "bad input (the message names the field or file)"},
     401: {"model": Error, "description": "missing or wrong token"},
+    403: {"model": Error, "description": "not this user's to change"},
     404: {"model": Error, "description": "no such job"},
     409: {"model": Error, "description": "not possible in the job's current state"},
     422: {"model": Error, "description": "malformed request"},

@@ -65,6 +65,13 @@ def test_a_user_sees_only_their_own_jobs_and_files(server: Server, team, small_r
     assert admin.get(f"/jobs/{job['id']}/files").status_code == 200
 
 
+def test_only_an_admin_removes_the_shared_weights(server: Server, team):
+    clients, _ = team
+    r = clients["ben"].delete("/weights/gfm")
+    assert r.status_code == 403 and "only an admin" in r.json()["detail"]
+    assert server.client().delete("/weights/gfm").status_code == 404  # the admin: none here
+
+
 def test_a_removed_user_is_refused_at_once(server: Server, team):
     token = _users(server.state_dir, "add", "carl")["token"]
     carl = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
