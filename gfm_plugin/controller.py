@@ -18,6 +18,7 @@ from .settings import BackendSettings
 from .tasks import BackendJobTask, StartBackendTask
 
 POLL_S = 3
+POLL_TIMEOUT_S = 2.0  # the poll runs on the GUI thread: a hung server may not freeze QGIS long
 
 
 class GfmController:
@@ -27,7 +28,8 @@ class GfmController:
         self.client: BackendClient | None = None
         self.settings = BackendSettings.load()
         self.msg = Messages(iface, dock)
-        self.jobs = JobsPanel(dock, self.msg, self._client, lambda: self.settings.mode == "local")
+        self.jobs = JobsPanel(dock, self.msg, self._client, lambda: self.client,
+                              lambda: self.settings.mode == "local")
         self.run_job = self.jobs.run_job
         self._start_task: StartBackendTask | None = None
         self._connecting = False  # a StartBackendTask runs (QGIS deletes it when it ends)
@@ -47,10 +49,6 @@ class GfmController:
             if isinstance(iface.activeLayer(), QgsRasterLayer):
                 d.raster_combo.setLayer(iface.activeLayer())
         self.show_outputs_folder()
-
-    @property
-    def tasks(self) -> dict[str, BackendJobTask]:
-        return self.jobs.tasks
 
     def show_outputs_folder(self) -> None:
         self.dock.set_outputs_folder(str(output_root(self.settings.results_dir)))
@@ -150,7 +148,7 @@ class GfmController:
             return
         if self.client is not None:
             try:
-                self.jobs.merge(self.client.jobs())
+                self.jobs.merge(BackendClient(self.client.connection, POLL_TIMEOUT_S).jobs())
                 return
             except BackendError as exc:
                 self._disconnected(str(exc))

@@ -19,10 +19,11 @@ ClientGetter = Callable[[], "BackendClient | None"]
 
 class JobsPanel:
     def __init__(self, dock, messages: Messages, get_client: ClientGetter,
-                 local: Callable[[], bool]) -> None:
+                 connected: ClientGetter, local: Callable[[], bool]) -> None:
         self.dock = dock
         self.msg = messages
         self.get_client = get_client  # a client that answers now (reconnecting if needed)
+        self.connected = connected  # the client as it is: for reading, never starting one
         self.local = local  # the backend shares this machine's disk
         self.tasks: dict[str, BackendJobTask] = {}
         self.jobs: dict[str, dict] = {}  # what the backend last said of each job
@@ -122,9 +123,10 @@ class JobsPanel:
 
     # -- report ------------------------------------------------------------------
     def show_selected(self) -> None:
-        """The selected job's report, its plots fetched through the API."""
+        """The selected job's report, its plots fetched through the API (a click on a row
+        never starts a backend: with none connected there is nothing to show)."""
         job_id = self.dock.selected_job()
-        client = self.get_client() if job_id is not None else None
+        client = self.connected() if job_id is not None else None
         if job_id is None or client is None:
             return
         try:

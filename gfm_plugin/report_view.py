@@ -49,7 +49,7 @@ def _scores(validation: dict) -> str:
 
 
 class ReportView(QGroupBox):
-    """Report of the selected job; the plots are thumbnails, full size in their tooltip."""
+    """Report of the selected job; the plots as thumbnails, their size in the tooltip."""
 
     def __init__(self, parent=None) -> None:
         super().__init__("Report", parent)

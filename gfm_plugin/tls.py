@@ -4,6 +4,7 @@ writes it to server.json). Standard library only."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import ssl
@@ -25,7 +26,9 @@ class FingerprintMismatch(ssl.SSLError):
 
 
 class _PinnedConnection(http.client.HTTPSConnection):
-    pinned = ""
+    def __init__(self, *args, pinned: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pinned = pinned
 
     def connect(self) -> None:
         super().connect()
@@ -48,13 +51,8 @@ class _PinnedHandler(urllib.request.HTTPSHandler):
         self._tls_context = context
 
     def https_open(self, req):
-        pinned = self._pinned
-
-        class Connection(_PinnedConnection):
-            pass
-
-        Connection.pinned = pinned
-        return self.do_open(Connection, req, context=self._tls_context)
+        connection = functools.partial(_PinnedConnection, pinned=self._pinned)
+        return self.do_open(connection, req, context=self._tls_context)
 
 
 def opener(fingerprint: str = "") -> urllib.request.OpenerDirector:

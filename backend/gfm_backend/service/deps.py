@@ -31,9 +31,14 @@ class ServiceState:
     started_at: float
     hashes: HashCache = field(default_factory=HashCache)
     users: UserBook = field(init=False)
+    uploads: UploadStore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.users = UserBook(self.config.users_path)  # one book: its cache spans requests
+        # one of each per server: the book's cache spans requests, the store's folders are
+        # made once
+        self.users = UserBook(self.config.users_path)
+        self.uploads = UploadStore(self.config.uploads_dir, self.config.max_upload_bytes,
+                                   self.config.quota_bytes)
 
     def find_model(self, name: str) -> Path | None:
         """A model name `GET /models` lists -> its package folder."""
@@ -42,11 +47,6 @@ class ServiceState:
     @property
     def weights(self) -> WeightsStore:
         return WeightsStore(self.config.state_dir / "weights")
-
-    @property
-    def uploads(self) -> UploadStore:
-        return UploadStore(self.config.uploads_dir, self.config.max_upload_bytes,
-                           self.config.quota_bytes)
 
 
     @property
