@@ -12,6 +12,8 @@ Bodies are streamed to disk, never held in memory.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 from typing import Annotated, Any
 
@@ -30,6 +32,22 @@ router = APIRouter(dependencies=[Depends(require_token)], responses=ERRORS, tags
 State = Annotated[ServiceState, Depends(service)]
 Who = Annotated[Caller, Depends(require_token)]
 _RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
+# a body that stops arriving for this long is treated as a broken connection (resumable)
+IDLE_S = float(os.environ.get("GFM_UPLOAD_IDLE_S", "120"))
+# the body is raw bytes: declared here so clients (and schema-driven tests) send one, with
+# its own Content-Length, instead of a Content-Length header parameter that could lie
+RAW_BODY = {"requestBody": {"required": False, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def _body_length(request: Request) -> int | None:
+    """The body's announced size (HTTP's own header, not an API parameter)."""
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise UploadError(400, f"Content-Length: expected a byte count, got {value!r}")
+    return int(value)
 
 
 def _range(header: str | None, length: int | None) -> tuple[int, int, int]:
@@ -62,15 +80,16 @@ async def _receive(request: Request, store: UploadStore, upload: Upload, start: 
     """Append the body to the staged file; a broken connection keeps what arrived."""
     expected = end - start
     got = 0
+    chunks = request.stream().__aiter__()
     with store.partial_file(upload).open("ab") as out:
         try:
-            async for chunk in request.stream():
+            while got <= expected:
+                chunk = await asyncio.wait_for(chunks.__anext__(), IDLE_S)
                 got += len(chunk)
-                if got > expected:
-                    break
-                out.write(chunk)
-        except ClientDisconnect:
-            pass
+                if got <= expected:
+                    out.write(chunk)
+        except (ClientDisconnect, StopAsyncIteration, TimeoutError):
+            pass  # a stalled or broken connection keeps what arrived: resume from there
     if got > expected:
         await run_in_threadpool(store.discard, upload)
         raise UploadError(400, f"the body is longer than the {expected} bytes Content-Range "
@@ -78,17 +97,16 @@ async def _receive(request: Request, store: UploadStore, upload: Upload, start: 
     return await run_in_threadpool(store.received, upload)
 
 
-@router.post("/files", status_code=201, responses={200: {"description": "content known"},
-                                                    202: {"description": "more to send"}})
+@router.post("/files", status_code=201, openapi_extra=RAW_BODY,
+             responses={200: {"description": "content known"}, 202: {"description": "more to send"}})
 async def upload_file(request: Request, svc: State, caller: Who,
                       x_filename: Annotated[str | None, Header()] = None,
                       x_sha256: Annotated[str | None, Header()] = None,
-                      content_range: Annotated[str | None, Header()] = None,
-                      content_length: Annotated[int | None, Header()] = None) -> JSONResponse:
+                      content_range: Annotated[str | None, Header()] = None) -> JSONResponse:
     """Upload a file (the raw body), in one request or the first of several."""
     store = svc.uploads
     try:
-        start, end, total = _range(content_range, content_length)
+        start, end, total = _range(content_range, _body_length(request))
         if x_sha256 is not None:
             known = await run_in_threadpool(store.known, x_filename, x_sha256.lower(), caller.name)
             if known is not None:
@@ -104,7 +122,8 @@ async def upload_file(request: Request, svc: State, caller: Who,
     return _answer(upload, created=True)
 
 
-@router.put("/files/{upload_id}", responses={202: {"description": "more to send"}})
+@router.put("/files/{upload_id}", openapi_extra=RAW_BODY,
+            responses={202: {"description": "more to send"}})
 async def continue_upload(upload_id: str, request: Request, svc: State, caller: Who,
                           content_range: Annotated[str | None, Header()] = None) -> JSONResponse:
     """The next piece of an upload (`Content-Range: bytes START-END/TOTAL`)."""

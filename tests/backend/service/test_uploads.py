@@ -69,6 +69,30 @@ def _cut_put(server: Server, upload_id: str, data: bytes, start: int, sent: int)
         time.sleep(0.05)
 
 
+def test_a_stalled_body_is_kept_as_a_broken_connection(tmp_path):
+    """A client that stops sending (a half-open link) does not hold the upload forever."""
+    server = Server(tmp_path / "state", plugins=False)
+    server.env["GFM_UPLOAD_IDLE_S"] = "1"
+    try:
+        server.start()
+        data = b"0123456789" * 1000
+        r = _post(server, b"", "stall.bin", **{"Content-Range": f"bytes */{len(data)}"})
+        upload_id = r.json()["id"]
+        url = urlparse(server.url)
+        with socket.create_connection((url.hostname, url.port), timeout=20) as sock:
+            sock.sendall((f"PUT /files/{upload_id} HTTP/1.1\r\nHost: {url.hostname}\r\n"
+                          f"Authorization: Bearer {server.info['token']}\r\n"
+                          f"Content-Range: bytes 0-{len(data) - 1}/{len(data)}\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n").encode() + data[:4000])
+            answer = b""  # the server answers after the idle time
+            while b'"received"' not in answer:
+                answer += sock.recv(4096)
+        answer = answer.decode()
+        assert " 202 " in answer.splitlines()[0] and '"received":4000' in answer
+    finally:
+        server.close()
+
+
 def test_a_wrong_hash_is_refused_and_nothing_is_kept(server: Server):
     r = _post(server, b"some bytes", "bad.bin", **{"X-Sha256": "0" * 64})
     assert r.status_code == 400 and "SHA-256" in r.json()["detail"]
