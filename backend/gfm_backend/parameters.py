@@ -125,7 +125,7 @@ class JobParams(BaseModel):
     job: ClassVar[str] = "job"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        names = list(type(self).model_fields)
+        names = type(self).field_order()
         if len(args) > len(names):
             raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional arguments")
         for name, value in zip(names, args, strict=False):
@@ -160,9 +160,18 @@ class JobParams(BaseModel):
         return frozenset(n for n, f in cls.model_fields.items() if cli_of(f).positional)
 
     @classmethod
+    def field_order(cls) -> list[str]:
+        """The inputs (positional fields) first, then the rest as declared: a job type that
+        shares its options with another through a base model still starts with its inputs."""
+        names = list(cls.model_fields)
+        first = [n for n in names if cli_of(cls.model_fields[n]).positional]
+        return first + [n for n in names if n not in first]
+
+    @classmethod
     def exposed(cls) -> dict[str, FieldInfo]:
-        """The fields users see (command line, service, plugin)."""
-        return {n: f for n, f in cls.model_fields.items() if not cli_of(f).internal}
+        """The fields users see (command line, service, plugin), inputs first."""
+        return {n: cls.model_fields[n] for n in cls.field_order()
+                if not cli_of(cls.model_fields[n]).internal}
 
     @model_validator(mode="before")
     @classmethod

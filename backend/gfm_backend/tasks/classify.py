@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,7 @@ from ..data.raster import (
     check_bands,
     open_raster,
     read_window,
-    resample_bands,
     source_scale,
-    tile_starts,
 )
 from ..data.styles import (
     colormap,
@@ -44,23 +41,23 @@ from ..outputs import CLASSIFY, staged_output
 from ..package import ModelSpec, read_spec
 from ..progress import Progress, silent
 from ..runtime import Predictor, make_predictor
-from .blending import StripBlender, blend_weights
 from .params import ClassifyParams
+from .tiling import (
+    CONFIDENCE_NODATA,
+    Grid,
+    StripWriter,
+    TileRun,
+    Tiling,
+    Timer,
+    output_profile,
+    stream_tiles,
+)
 
 log = logging.getLogger(__name__)
 
 CLASSES_TIF, CONFIDENCE_TIF = "classes.tif", "confidence.tif"
 POLYGONS_GPKG, REPORT_JSON = "polygons.gpkg", "report.json"
-CONFIDENCE_NODATA = -1.0
 GDAL_CACHE_MB = 128
-
-
-@dataclass
-class _Timer:
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def add(self, key: str, dt: float) -> None:
-        self.seconds[key] = self.seconds.get(key, 0.0) + dt
 
 
 def _peak_rss_mb() -> float:
@@ -70,27 +67,6 @@ def _peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
-
-
-def _output_profile(ds: rasterio.DatasetReader, dtype: str, nodata: float, **kw: Any) -> dict:
-    return {
-        "driver": "GTiff", "dtype": dtype, "count": 1, "width": kw.get("width", ds.width),
-        "height": kw.get("height", ds.height), "crs": ds.crs,
-        "transform": kw.get("transform", ds.transform), "nodata": nodata, "tiled": True,
-        "blockxsize": 256, "blockysize": 256, "compress": "deflate", "zlevel": 1,
-        "predictor": 3 if dtype == "float32" else 2, "BIGTIFF": "IF_SAFER",
-    }
-
-
-def _resize_probs(probs: np.ndarray, size: int) -> np.ndarray:
-    """Model-resolution probabilities back to the raster's pixel grid."""
-    if probs.shape[-1] == size:
-        return probs
-    import torch  # only when resampling: the ONNX path otherwise never loads torch
-    import torch.nn.functional as F
-
-    t = torch.from_numpy(probs)
-    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False).numpy()
 
 
 def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[str, Any]:
@@ -163,17 +139,17 @@ def _base_report(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predict
     }
 
 
-def _source_tile(ds: rasterio.DatasetReader, spec: ModelSpec, params: ClassifyParams,
-                 report: dict[str, Any]) -> tuple[float, int]:
+def source_tile(ds: rasterio.DatasetReader, spec: ModelSpec, report: dict[str, Any],
+                path: Path) -> tuple[float, int]:
     """Raster pixels per model pixel and the tile size in raster pixels (warns on resampling)."""
     ratio, warning = source_scale(ds, spec)
     if warning:
-        log.warning("%s: %s", params.raster, warning)
+        log.warning("%s: %s", path, warning)
         report["warnings"].append(warning)
     return ratio, max(int(round(spec.tile_size * ratio)), 8)
 
 
-def _class_stats(report: dict[str, Any], spec: ModelSpec, counts: np.ndarray,
+def class_stats(report: dict[str, Any], spec: ModelSpec, counts: np.ndarray,
                  pixel_area_m2: float | None) -> None:
     report["class_pixels"] = {c.name: int(counts[c.id]) for c in spec.classes}
     if pixel_area_m2 is not None:
@@ -182,7 +158,33 @@ def _class_stats(report: dict[str, Any], spec: ModelSpec, counts: np.ndarray,
         }
 
 
-def _pixel_area_m2(ds: rasterio.DatasetReader) -> float | None:
+def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
+             params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
+    report = _base_report(ds, spec, predictor, params)
+    tiling = tiling_for(ds, spec, report, params.raster)
+    report.update(tile_size_px=tiling.src_tile, tile_overlap_px=tiling.src_overlap,
+                  tiles=len(tiling.rows) * len(tiling.cols))
+    writer = StripWriter(tiling.grid, spec.classes, stage / CLASSES_TIF, stage / CONFIDENCE_TIF)
+    run = TileRun(predictor, Normalizer.from_spec(spec), spec.num_classes, params.batch_size)
+    try:
+        timer = stream_tiles(tiling, lambda win: read_window(ds, spec.bands, win), run, writer,
+                             progress)
+    finally:
+        writer.close()
+    class_stats(report, spec, writer.counts, pixel_area_m2(ds))
+    report["timings_s"] = timer.seconds
+    return report
+
+
+def tiling_for(ds: rasterio.DatasetReader, spec: ModelSpec, report: dict[str, Any],
+               path: Path, grid: Grid | None = None) -> Tiling:
+    """Tiles over `grid` (default: the whole raster) sized to the model's pixel size."""
+    ratio, src_tile = source_tile(ds, spec, report, path)
+    src_overlap = min(int(round(spec.tile_overlap * ratio)), src_tile // 2)
+    return Tiling(grid or Grid.of(ds), src_tile, src_overlap, spec.tile_size)
+
+
+def pixel_area_m2(ds: rasterio.DatasetReader) -> float | None:
     """The area of the raster's centre pixel, measured as the polygons are (`PixelAreas`)."""
     if ds.crs is None:
         return None
@@ -190,125 +192,17 @@ def _pixel_area_m2(ds: rasterio.DatasetReader) -> float | None:
     return float(PixelAreas(ds.crs, ds.transform)(np.array([shapely.box(c, r, c + 1, r + 1)]))[0])
 
 
-class _StripWriter:
-    """Finished strips of classes and confidence, compressed and written on a thread of
-    their own while the next tile row runs through the model (at most one strip waits)."""
-
-    def __init__(self, ds: rasterio.DatasetReader, spec: ModelSpec, stage: Path) -> None:
-        self.width = ds.width
-        self.counts = np.zeros(256, dtype=np.int64)
-        self.cls = rasterio.open(stage / CLASSES_TIF, "w", **_output_profile(ds, "uint8", 255))
-        self.conf = rasterio.open(stage / CONFIDENCE_TIF, "w",
-                                  **_output_profile(ds, "float32", CONFIDENCE_NODATA))
-        self.cls.write_colormap(1, colormap(spec.classes))
-        self.thread = ThreadPoolExecutor(max_workers=1)
-        self.pending: list[Future] = []
-
-    def _write(self, top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
-        win = Window(0, top, self.width, classes.shape[0])
-        self.cls.write(classes, 1, window=win)
-        self.conf.write(confidence, 1, window=win)
-        self.counts += np.bincount(classes.ravel(), minlength=256)
-
-    def __call__(self, top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
-        if self.pending:
-            self.pending.pop().result()
-        self.pending.append(self.thread.submit(self._write, top, classes, confidence))
-
-    def close(self) -> None:
-        try:
-            for f in self.pending:
-                f.result()
-        finally:
-            self.thread.shutdown()
-            self.cls.close()
-            self.conf.close()
-
-
-def _row_reader(ds: rasterio.DatasetReader, spec: ModelSpec, cols: list[int], src_tile: int):
-    """Tile row -> [(col, raw tile at the model's size, valid mask)]."""
-    def read_row(row: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        # one read per tile row, sliced into tiles: a read per tile decodes the
-        # overlaps twice and costs 2.5x the CPU, which the network needs
-        strip, strip_valid = read_window(ds, spec.bands, Window(0, row, cols[-1] + src_tile, src_tile))
-        out = []
-        for col in cols:
-            raw = strip[:, :, col : col + src_tile]
-            if src_tile != spec.tile_size:
-                raw = resample_bands(raw, spec.tile_size)
-            out.append((col, raw, strip_valid[:, col : col + src_tile]))
-        return out
-
-    return read_row
-
-
-def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
-             params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
-    report = _base_report(ds, spec, predictor, params)
-    ratio, src_tile = _source_tile(ds, spec, params, report)
-    src_overlap = min(int(round(spec.tile_overlap * ratio)), src_tile // 2)
-    rows = tile_starts(ds.height, src_tile, src_tile - src_overlap)
-    cols = tile_starts(ds.width, src_tile, src_tile - src_overlap)
-    weight = blend_weights(src_tile, src_overlap)
-    normalize = Normalizer.from_spec(spec)
-    timer = _Timer()
-    report.update(tile_size_px=src_tile, tile_overlap_px=src_overlap, tiles=len(rows) * len(cols))
-    writer = _StripWriter(ds, spec, stage)
-    try:
-        blender = StripBlender(ds.width, ds.height, spec.num_classes, writer,
-                               rows=src_tile, nodata_confidence=CONFIDENCE_NODATA)
-        read_row = _row_reader(ds, spec, cols, src_tile)
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            pending = reader.submit(read_row, rows[0])
-            for i, row in enumerate(rows):
-                tr = time.perf_counter()
-                tiles = pending.result()
-                timer.add("read_wait", time.perf_counter() - tr)
-                if i + 1 < len(rows):
-                    pending = reader.submit(read_row, rows[i + 1])
-                _predict_row(tiles, row, predictor, normalize, blender, weight, src_tile,
-                             params.batch_size, timer, progress)
-                tw = time.perf_counter()
-                blender.finish_until(rows[i + 1] if i + 1 < len(rows) else ds.height)
-                timer.add("blend_write", time.perf_counter() - tw)
-                progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
-    finally:
-        writer.close()
-    _class_stats(report, spec, writer.counts, _pixel_area_m2(ds))
-    report["timings_s"] = timer.seconds
-    return report
-
-
-def _predict_row(tiles: list[tuple[int, np.ndarray, np.ndarray]], row: int, predictor: Predictor,
-                 normalize: Normalizer, blender: StripBlender, weight: np.ndarray, src_tile: int,
-                 batch_size: int, timer: _Timer, progress: Progress) -> None:
-    """Run a tile row's tiles that hold valid pixels through the model, in batches, and
-    blend their probabilities in."""
-    for b in range(0, len(tiles), batch_size):
-        progress.check()
-        chunk = [t for t in tiles[b : b + batch_size] if t[2].any()]
-        if not chunk:
-            continue
-        batch = np.stack([normalize(raw) for _, raw, _ in chunk])
-        ti = time.perf_counter()
-        probs = predictor(batch)
-        timer.add("inference", time.perf_counter() - ti)
-        probs = _resize_probs(probs, src_tile)
-        for (col, _, valid), p in zip(chunk, probs, strict=True):
-            blender.add(p, weight, valid, row, col)
-
-
 def _classify_scenes(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
                      params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
     """Scene models label whole tiles: the class raster is at tile resolution, polygons a grid."""
     report = _base_report(ds, spec, predictor, params)
-    _, src_tile = _source_tile(ds, spec, params, report)
+    _, src_tile = source_tile(ds, spec, report, params.raster)
     rows = list(range(0, ds.height, src_tile))
     cols = list(range(0, ds.width, src_tile))
     normalize = Normalizer.from_spec(spec)
     classes = np.full((len(rows), len(cols)), 255, dtype=np.uint8)
     scores = np.full((len(rows), len(cols)), CONFIDENCE_NODATA, dtype=np.float32)
-    timer = _Timer()
+    timer = Timer()
     for i, row in enumerate(rows):
         tiles = []
         for j, col in enumerate(cols):
@@ -327,20 +221,20 @@ def _classify_scenes(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Pre
                 scores[i, j] = float(p.max())
         progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
     transform = ds.transform @ rasterio.Affine.scale(src_tile)
-    shape = {"width": len(cols), "height": len(rows), "transform": transform}
-    with rasterio.open(stage / CLASSES_TIF, "w", **_output_profile(ds, "uint8", 255, **shape)) as out:
+    grid = Grid(len(cols), len(rows), ds.crs, transform)
+    with rasterio.open(stage / CLASSES_TIF, "w", **output_profile(grid, "uint8", 255)) as out:
         out.write(classes, 1)
         out.write_colormap(1, colormap(spec.classes))
     with rasterio.open(stage / CONFIDENCE_TIF, "w",
-                       **_output_profile(ds, "float32", CONFIDENCE_NODATA, **shape)) as out:
+                       **output_profile(grid, "float32", CONFIDENCE_NODATA)) as out:
         out.write(scores, 1)
     if not params.no_polygons:
         report["polygon_count"] = write_tile_grid(
             stage / POLYGONS_GPKG, classes, scores, transform, ds.crs, spec.classes
         )
     counts = np.bincount(classes.ravel(), minlength=256)
-    tile_area = _pixel_area_m2(ds)
-    _class_stats(report, spec, counts, None if tile_area is None else tile_area * src_tile**2)
+    tile_area = pixel_area_m2(ds)
+    class_stats(report, spec, counts, None if tile_area is None else tile_area * src_tile**2)
     report.update(tile_size_px=src_tile, tiles=len(rows) * len(cols))
     report["timings_s"] = timer.seconds
     return report

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, Strict, field_validator
 
 from ..outputs import OVERWRITE_HELP
 from ..parameters import (
@@ -33,6 +33,25 @@ from ..parameters import (
     as_list,
 )
 
+# Options several job types take, each declared once.
+ModelRef = Annotated[Path, Kind("model"), Field(
+    description="model package folder, or a name GET /models lists")]
+OutFolder = Annotated[Path, Kind("out_dir"), Field(description="output folder", title="Output folder")]
+Runtime = Literal["torch", "onnx"]
+BatchSize = Annotated[int, Strict(), Field(ge=1, le=MAX_BATCH)]
+MinArea = Annotated[float, Strict(), Cli(aliases=("min_area_m2",)), Field(
+    ge=0, le=1e12, title="Minimum polygon area (m²)",
+    description="merge regions smaller than this (m2) into their neighbours")]
+Simplify = Annotated[float, Strict(), Field(
+    ge=0, le=1e7, description="polygon simplification tolerance in CRS units (0: none)")]
+Before = Annotated[Path, Kind("raster"), Cli(positional=True), Field(
+    description="the earlier image (the result is on its grid)")]
+After = Annotated[Path, Kind("raster"), Cli(positional=True), Field(
+    description="the later image (any CRS, pixel size and extent: warped onto BEFORE)")]
+AfterBands = Annotated[Bands | None, Field(
+    description="1-based bands of AFTER in the order BEFORE's are read (default: matched by "
+    "colour interpretation, else the same numbers)")]
+
 
 class ClassifyParams(JobParams):
     """`gfm classify` / a classify job."""
@@ -40,29 +59,39 @@ class ClassifyParams(JobParams):
     job: ClassVar[str] = "classify"
     raster: Annotated[Path, Kind("raster"), Cli(positional=True)] = Field(
         description="raster to classify")
-    model: Annotated[Path, Kind("model")] = Field(
-        description="model package folder, or a name GET /models lists")
-    out: Annotated[Path, Kind("out_dir")] = Field(description="output folder", title="Output folder")
-    runtime: Literal["torch", "onnx"] = "torch"
+    model: ModelRef
+    out: OutFolder
+    runtime: Runtime = "torch"
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
-    batch_size: StrictInt = Field(8, ge=1, le=MAX_BATCH)
-    min_area: Annotated[StrictFloat, Cli(aliases=("min_area_m2",))] = Field(
-        0.0, ge=0, le=1e12, title="Minimum polygon area (m²)",
-        description="merge regions smaller than this (m2) into their neighbours")
-    simplify: StrictFloat = Field(0.0, ge=0, le=1e7,
-                            description="polygon simplification tolerance in CRS units (0: none)")
+    batch_size: BatchSize = 8
+    min_area: MinArea = 0.0
+    simplify: Simplify = 0.0
     no_polygons: Annotated[StrictBool, Cli(negation="polygons")] = Field(
         False, description="write no polygons.gpkg")
     overwrite: StrictBool = Field(False, description=OVERWRITE_HELP)
 
 
-class FinetuneParams(JobParams):
-    """`gfm finetune` / a finetune job."""
+class DetectChangeParams(JobParams):
+    """`gfm detect-change` / a detect-change job: a change model over two dates."""
 
-    job: ClassVar[str] = "finetune"
-    rasters: Annotated[list[Path], Kind("rasters"), Cli(positional=True, aliases=("raster",)),
-                       BeforeValidator(as_list)] = Field(
-        min_length=1, description="raster(s) to train on (a list, or one path)")
+    job: ClassVar[str] = "detect-change"
+    before: Before
+    after: After
+    model: ModelRef
+    out: OutFolder
+    after_bands: AfterBands = None
+    runtime: Runtime = "torch"
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
+    batch_size: BatchSize = 8
+    min_area: MinArea = 0.0
+    simplify: Simplify = 0.0
+    overwrite: StrictBool = Field(False, description=OVERWRITE_HELP)
+
+
+class TrainingParams(JobParams):
+    """What every training job on drawn polygons takes (fine-tune, fine-tune for changes):
+    declared once here, so the two cannot drift apart."""
+
     labels: Annotated[Path, Kind("vector")] = Field(description="polygon file (GPKG, GeoJSON, SHP...)")
     class_field: StrictStr | None = Field(
         None, description="field holding each polygon's class (default: every polygon is one "
@@ -73,7 +102,6 @@ class FinetuneParams(JobParams):
         None, description="encoder weights: a name gfm weights list shows, or a file (gfm.pth, "
         "a Swin checkpoint, a model package)")
     config: Config = Field("base", description="encoder shape when no encoder is given (random init)")
-    task: Literal["segmentation", "scene_classification"] = "segmentation"
     unlabeled: Literal["ignore", "background"] = "ignore"
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     bands: Bands | None = Field(None, description="1-based raster bands to read")
@@ -98,6 +126,32 @@ class FinetuneParams(JobParams):
                                                                  description="write no model.onnx")
     name: Annotated[StrictStr | None, Cli(internal=True)] = None
     overwrite: StrictBool = Field(False, description=OVERWRITE_HELP)
+
+
+class FinetuneParams(TrainingParams):
+    """`gfm finetune` / a finetune job."""
+
+    job: ClassVar[str] = "finetune"
+    rasters: Annotated[list[Path], Kind("rasters"), Cli(positional=True, aliases=("raster",)),
+                       BeforeValidator(as_list)] = Field(
+        min_length=1, description="raster(s) to train on (a list, or one path)")
+    task: Literal["segmentation", "scene_classification"] = "segmentation"
+
+
+class FinetuneChangeParams(TrainingParams):
+    """`gfm finetune-change` / a finetune-change job: a change model from polygons drawn
+    where something changed between two dates."""
+
+    job: ClassVar[str] = "finetune-change"
+    before: Before
+    after: After
+    class_field: StrictStr | None = Field(
+        None, description="field holding each polygon's kind of change (e.g. new building, "
+        "cleared); default: one class, change")
+    unlabeled: Literal["ignore", "background"] = Field(
+        "background", description="pixels outside the polygons: no change (background) or "
+        "unknown (ignore)")
+    after_bands: AfterBands = None
 
 
 class GeopileParams(JobParams):

@@ -1,0 +1,130 @@
+"""Two dates on one grid: AFTER warped onto BEFORE's pixels, window by window.
+
+The two images of a change pair rarely share a grid: another CRS, pixel size, extent or
+band order. The result of change detection is on BEFORE's grid; AFTER is seen through a
+GDAL warped VRT with BEFORE's CRS and transform, so each window read warps only that
+window (never the whole image). Only where the two overlap is processed: `Pair.window`
+is that part of BEFORE, and a pair that does not overlap is refused naming both files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+from rasterio.windows import transform as window_transform
+
+from ..errors import InputError
+from .raster import open_raster, read_window
+
+MIN_OVERLAP_PX = 8  # less than this in either direction is no overlap worth a model run
+RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+
+
+@dataclass
+class Pair:
+    """BEFORE, AFTER on BEFORE's grid, the overlap window and which bands to read."""
+
+    before: rasterio.DatasetReader
+    after: WarpedVRT
+    window: Window  # the overlap, in BEFORE's pixels
+    before_bands: list[int]
+    after_bands: list[int]
+
+    @property
+    def transform(self) -> rasterio.Affine:
+        """The overlap's own transform (BEFORE's pixels, its origin at the overlap)."""
+        return window_transform(self.window, self.before.transform)
+
+    def read(self, window: Window, out_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Both dates for `window` of the overlap: bands (2 x bands, h, w) stacked BEFORE
+        then AFTER, valid where both dates have data."""
+        absolute = Window(window.col_off + self.window.col_off, window.row_off + self.window.row_off,
+                          window.width, window.height)
+        inside = _inside(window, self.window)
+        raw_b, valid_b = read_window(self.before, self.before_bands, absolute, out_size)
+        raw_a, valid_a = read_window(self.after, self.after_bands, absolute, out_size)
+        if raw_a.dtype != raw_b.dtype:
+            raw_a, raw_b = raw_a.astype(np.float32), raw_b.astype(np.float32)
+        return np.concatenate([raw_b, raw_a]), valid_b & valid_a & inside
+
+
+def _inside(window: Window, overlap: Window) -> np.ndarray:
+    """Pixels of `window` (relative to the overlap) that lie inside the overlap."""
+    h, w = int(window.height), int(window.width)
+    rows = np.arange(h) + int(window.row_off)
+    cols = np.arange(w) + int(window.col_off)
+    return ((rows >= 0) & (rows < overlap.height))[:, None] & ((cols >= 0) & (cols < overlap.width))[None, :]
+
+
+def overlap_window(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
+                   before_path: Path | str, after_path: Path | str) -> Window:
+    """The part of BEFORE that AFTER covers (whole pixels), or a message naming both."""
+    for ds, path in ((before, before_path), (after, after_path)):
+        if ds.crs is None:
+            raise InputError(path, "has no coordinate reference system: the two dates cannot be "
+                             "placed on one grid (assign its CRS in QGIS or with gdal_edit.py)")
+    left, bottom, right, top = transform_bounds(after.crs, before.crs, *after.bounds, densify_pts=21)
+    b = before.bounds
+    box = (max(left, b.left), max(bottom, b.bottom), min(right, b.right), min(top, b.top))
+    if box[0] < box[2] and box[1] < box[3]:
+        win = from_bounds(*box, transform=before.transform).round_offsets("floor")
+        win = Window(win.col_off, win.row_off, int(np.ceil(win.width)), int(np.ceil(win.height)))
+        win = win.intersection(Window(0, 0, before.width, before.height))
+        if win.width >= MIN_OVERLAP_PX and win.height >= MIN_OVERLAP_PX:
+            return Window(int(win.col_off), int(win.row_off), int(win.width), int(win.height))
+    raise InputError(before_path, f"and {after_path} do not overlap (BEFORE covers "
+                     f"{_extent(b)}, AFTER {_extent((left, bottom, right, top))}, both in "
+                     f"{before.crs.to_string()}): choose two images of the same place")
+
+
+def _extent(bounds: tuple[float, float, float, float] | rasterio.coords.BoundingBox) -> str:
+    left, bottom, right, top = bounds
+    return f"x {left:.6g}..{right:.6g}, y {bottom:.6g}..{top:.6g}"
+
+
+def match_after_bands(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
+                      before_bands: list[int], after_path: Path | str,
+                      given: list[int] | None = None) -> list[int]:
+    """AFTER's bands in BEFORE's order: given, else matched by colour interpretation (an
+    RGB and a BGR file pair up), else the same band numbers."""
+    if given is None:
+        by_colour = {c: i + 1 for i, c in enumerate(after.colorinterp) if c in RGB}
+        wanted = [before.colorinterp[b - 1] for b in before_bands]
+        if all(c in RGB for c in wanted) and all(c in by_colour for c in wanted):
+            given = [by_colour[c] for c in wanted]
+        else:
+            given = list(before_bands)
+    if len(given) != len(before_bands):
+        raise InputError(after_path, f"give {len(before_bands)} after-bands (one per band of "
+                         f"BEFORE that the model reads), got {given}")
+    missing = [b for b in given if not 1 <= b <= after.count]
+    if missing:
+        raise InputError(after_path, f"has {after.count} band(s); no band {missing[0]} "
+                         "(set --after-bands)")
+    return given
+
+
+@contextmanager
+def open_pair(before_path: Path | str, after_path: Path | str, before_bands: list[int],
+              after_bands: list[int] | None = None) -> Iterator[Pair]:
+    """Open both dates; AFTER is warped onto BEFORE's grid on the fly (bilinear)."""
+    with ExitStack() as stack:
+        before = stack.enter_context(open_raster(before_path))
+        after_src = stack.enter_context(open_raster(after_path))
+        window = overlap_window(before, after_src, before_path, after_path)
+        bands = match_after_bands(before, after_src, before_bands, after_path, after_bands)
+        # without a nodata value an alpha band says where AFTER's footprint ends
+        after = stack.enter_context(WarpedVRT(
+            after_src, crs=before.crs, transform=before.transform, width=before.width,
+            height=before.height, resampling=Resampling.bilinear,
+            add_alpha=after_src.nodata is None))
+        yield Pair(before, after, window, list(before_bands), bands)

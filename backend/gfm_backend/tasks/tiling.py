@@ -1,0 +1,201 @@
+"""Streaming a segmentation-like model over an output grid of any size, tile row by tile row.
+
+Shared by classify (one raster) and change detection (a pair on the earlier date's grid):
+the caller says how to read a strip of model input for a window of the grid; tiles are
+read one row ahead in a thread, run through the model in batches, blended on
+probabilities (`StripBlender`) and written in finished strips on a thread of their own.
+Memory is bounded by the tiles in flight, whatever the grid's size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from ..data.raster import Normalizer, resample_bands, tile_starts
+from ..data.styles import colormap
+from ..package import ClassInfo
+from ..progress import Progress
+from ..runtime import Predictor
+from .blending import StripBlender, blend_weights
+
+CONFIDENCE_NODATA = -1.0
+# read_strip(window of the grid) -> (raw bands (C, h, w), valid (h, w))
+StripReader = Callable[[Window], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Timer:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, key: str, dt: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + dt
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The output rasters' pixel grid: size, CRS and transform."""
+
+    width: int
+    height: int
+    crs: Any
+    transform: rasterio.Affine
+
+    @classmethod
+    def of(cls, ds: rasterio.DatasetReader) -> Grid:
+        return cls(ds.width, ds.height, ds.crs, ds.transform)
+
+
+def output_profile(grid: Grid, dtype: str, nodata: float) -> dict[str, Any]:
+    return {
+        "driver": "GTiff", "dtype": dtype, "count": 1, "width": grid.width,
+        "height": grid.height, "crs": grid.crs, "transform": grid.transform, "nodata": nodata,
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "zlevel": 1,
+        "predictor": 3 if dtype == "float32" else 2, "BIGTIFF": "IF_SAFER",
+    }
+
+
+class StripWriter:
+    """Finished strips of classes and confidence, compressed and written on a thread of
+    their own while the next tile row runs through the model (at most one strip waits)."""
+
+    def __init__(self, grid: Grid, classes: list[ClassInfo], classes_tif: Path,
+                 confidence_tif: Path) -> None:
+        self.width = grid.width
+        self.counts = np.zeros(256, dtype=np.int64)
+        self.cls = rasterio.open(classes_tif, "w", **output_profile(grid, "uint8", 255))
+        self.conf = rasterio.open(confidence_tif, "w",
+                                  **output_profile(grid, "float32", CONFIDENCE_NODATA))
+        self.cls.write_colormap(1, colormap(classes))
+        self.thread = ThreadPoolExecutor(max_workers=1)
+        self.pending: list[Future] = []
+
+    def _write(self, top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
+        win = Window(0, top, self.width, classes.shape[0])
+        self.cls.write(classes, 1, window=win)
+        self.conf.write(confidence, 1, window=win)
+        self.counts += np.bincount(classes.ravel(), minlength=256)
+
+    def __call__(self, top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
+        if self.pending:
+            self.pending.pop().result()
+        self.pending.append(self.thread.submit(self._write, top, classes, confidence))
+
+    def close(self) -> None:
+        try:
+            for f in self.pending:
+                f.result()
+        finally:
+            self.thread.shutdown()
+            self.cls.close()
+            self.conf.close()
+
+
+def resize_probs(probs: np.ndarray, size: int) -> np.ndarray:
+    """Model-resolution probabilities back to the grid's pixels."""
+    if probs.shape[-1] == size:
+        return probs
+    import torch  # only when resampling: the ONNX path otherwise never loads torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(probs)
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False).numpy()
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Where the tiles go: size and overlap in grid pixels, the model's own tile size."""
+
+    grid: Grid
+    src_tile: int
+    src_overlap: int
+    model_tile: int
+
+    @property
+    def rows(self) -> list[int]:
+        return tile_starts(self.grid.height, self.src_tile, self.src_tile - self.src_overlap)
+
+    @property
+    def cols(self) -> list[int]:
+        return tile_starts(self.grid.width, self.src_tile, self.src_tile - self.src_overlap)
+
+
+def _row_reader(tiling: Tiling, read_strip: StripReader):
+    """Tile row -> [(col, raw tile at the model's size, valid mask)]."""
+    cols, src_tile = tiling.cols, tiling.src_tile
+
+    def read_row(row: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        # one read per tile row, sliced into tiles: a read per tile decodes the
+        # overlaps twice and costs 2.5x the CPU, which the network needs
+        strip, strip_valid = read_strip(Window(0, row, cols[-1] + src_tile, src_tile))
+        out = []
+        for col in cols:
+            raw = strip[:, :, col : col + src_tile]
+            if src_tile != tiling.model_tile:
+                raw = resample_bands(raw, tiling.model_tile)
+            out.append((col, raw, strip_valid[:, col : col + src_tile]))
+        return out
+
+    return read_row
+
+
+@dataclass
+class TileRun:
+    """One streaming pass: the model side (predictor, input normalisation, batch size)."""
+
+    predictor: Predictor
+    normalize: Normalizer
+    num_classes: int
+    batch_size: int
+
+
+def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: StripWriter,
+                 progress: Progress) -> Timer:
+    """Every tile of the grid through the model, blended and handed to `writer`."""
+    grid, timer = tiling.grid, Timer()
+    rows = tiling.rows
+    weight = blend_weights(tiling.src_tile, tiling.src_overlap)
+    blender = StripBlender(grid.width, grid.height, run.num_classes, writer,
+                           rows=tiling.src_tile, nodata_confidence=CONFIDENCE_NODATA)
+    read_row = _row_reader(tiling, read_strip)
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read_row, rows[0])
+        for i, row in enumerate(rows):
+            tr = time.perf_counter()
+            tiles = pending.result()
+            timer.add("read_wait", time.perf_counter() - tr)
+            if i + 1 < len(rows):
+                pending = reader.submit(read_row, rows[i + 1])
+            _predict_row(tiles, row, run, blender, weight, tiling.src_tile, timer, progress)
+            tw = time.perf_counter()
+            blender.finish_until(rows[i + 1] if i + 1 < len(rows) else grid.height)
+            timer.add("blend_write", time.perf_counter() - tw)
+            progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
+    return timer
+
+
+def _predict_row(tiles: list[tuple[int, np.ndarray, np.ndarray]], row: int, run: TileRun,
+                 blender: StripBlender, weight: np.ndarray, src_tile: int, timer: Timer,
+                 progress: Progress) -> None:
+    """Run a tile row's tiles that hold valid pixels through the model, in batches, and
+    blend their probabilities in."""
+    for b in range(0, len(tiles), run.batch_size):
+        progress.check()
+        chunk = [t for t in tiles[b : b + run.batch_size] if t[2].any()]
+        if not chunk:
+            continue
+        batch = np.stack([run.normalize(raw) for _, raw, _ in chunk])
+        ti = time.perf_counter()
+        probs = run.predictor(batch)
+        timer.add("inference", time.perf_counter() - ti)
+        probs = resize_probs(probs, src_tile)
+        for (col, _, valid), p in zip(chunk, probs, strict=True):
+            blender.add(p, weight, valid, row, col)
