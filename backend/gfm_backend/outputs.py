@@ -74,7 +74,11 @@ PRETRAIN = OutputKind("pretrain", "run.json", (
     "pretraining run", dirs=("checkpoints", "ranks"),
     again="add --resume to continue it, or --overwrite to start afresh, or choose another --out "
           "(nothing was overwritten)")
-KINDS = (CLASSIFY, MODEL, PRETRAIN)
+CHANGE = OutputKind("change", "report.json", (
+    "change.tif", "change.tif.aux.xml", "change.qml", "confidence.tif", "confidence.tif.aux.xml",
+    "confidence.qml", "polygons.gpkg", "polygons.gpkg-*", "polygons.qml", "report.json"),
+    "change detection result")
+KINDS = (CLASSIFY, MODEL, PRETRAIN, CHANGE)
 
 
 @dataclass

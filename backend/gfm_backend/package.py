@@ -17,7 +17,7 @@ from typing import Any
 from .errors import InputError
 
 FORMAT_VERSION = 1
-TASKS = ("segmentation", "scene_classification")
+TASKS = ("segmentation", "scene_classification", "change_detection")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -59,13 +59,15 @@ def _check_spec_numbers(spec: ModelSpec) -> None:
     if (not isinstance(spec.bands, list | tuple) or not spec.bands
             or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in spec.bands)):
         raise ValueError(f"bands: give a list of 1-based band numbers, got {spec.bands!r}")
-    for name in ("scale_offset", "scale", "mean", "std"):
+    for name in ("scale_offset", "scale", "mean", "std", "after_scale_offset", "after_scale"):
         values = getattr(spec, name)
+        if values is None and name.startswith("after_"):
+            continue
         if (not isinstance(values, list | tuple) or len(values) != len(spec.bands)
                 or not all(_is_number(v) for v in values)):
             raise ValueError(f"{name}: give {len(spec.bands)} finite numbers (one per band), "
                              f"got {values!r}")
-    if any(v == 0 for v in spec.scale) or any(v <= 0 for v in spec.std):
+    if any(v == 0 for v in [*spec.scale, *(spec.after_scale or ())]) or any(v <= 0 for v in spec.std):
         raise ValueError("scale and std must be non-zero (std positive): a zero scale maps every "
                          "pixel to the same value")
     if spec.gsd_m is not None and not (_is_number(spec.gsd_m) and spec.gsd_m > 0):
@@ -99,6 +101,10 @@ class ModelSpec:
     name: str = "model"
     description: str = ""
     format_version: int = FORMAT_VERSION
+    # change detection: AFTER's own scaling when its pixel values differ from BEFORE's
+    # (another sensor or data type); None means BEFORE's
+    after_scale_offset: list[float] | None = None
+    after_scale: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -110,6 +116,18 @@ class ModelSpec:
         if ids != list(range(len(ids))):
             raise ValueError(f"classes: class ids must be 0..{len(ids) - 1} in order, got {ids}")
         _check_spec_numbers(self)
+
+    @property
+    def inputs(self) -> int:
+        """Images the network takes: two dates for change detection, else one."""
+        return 2 if self.task == "change_detection" else 1
+
+    def input_scaling(self) -> tuple[list[float], list[float]]:
+        """(offset, scale) per input channel: BEFORE's bands, then AFTER's for a pair."""
+        if self.inputs == 1:
+            return list(self.scale_offset), list(self.scale)
+        return (list(self.scale_offset) + list(self.after_scale_offset or self.scale_offset),
+                list(self.scale) + list(self.after_scale or self.scale))
 
     @property
     def num_classes(self) -> int:
@@ -133,7 +151,8 @@ class ModelSpec:
         """Metadata props for model.onnx: ours in full plus the keys other QGIS tools read."""
         return {
             "gfm_model_json": json.dumps(self.to_json()),
-            "model_type": "Segmentor" if self.task == "segmentation" else "Recognition",
+            "model_type": {"segmentation": "Segmentor", "change_detection": "ChangeDetector"}.get(
+                self.task, "Recognition"),
             "class_names": json.dumps({str(c.id): c.name for c in self.classes}),
             # Deepness expresses resolution in cm/px and overlap in percent
             "resolution": json.dumps(round(self.gsd_m * 100, 3) if self.gsd_m else None),

@@ -8,6 +8,7 @@ with training pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,14 +112,29 @@ def _label_chip(
     return out
 
 
+# read(window, out_size) -> (raw bands, valid mask): one raster, or a change pair's two dates
+ChipReader = Callable[[Window, int | None], tuple[np.ndarray, np.ndarray]]
+
+
 def cut_chip(
     ds: rasterio.DatasetReader, bands: list[int], normalize: Normalizer, labels: RasterLabels,
     window: Window, tile: int, use_val: bool, background: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image and label arrays for one window, resampled to the model's tile size."""
+    """Image and label arrays for one window of a raster, resampled to the model's tile size."""
+    def read(win: Window, out_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        return read_window(ds, bands, win, out_size=out_size)
+
+    return cut_chip_from(read, ds.transform, normalize, labels, window, tile, use_val, background)
+
+
+def cut_chip_from(
+    read: ChipReader, transform: Affine, normalize: Normalizer, labels: RasterLabels,
+    window: Window, tile: int, use_val: bool, background: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image and label arrays for one window of the grid `transform` places, at `tile` px."""
     src = int(window.width)
-    raw, valid = read_window(ds, bands, window, out_size=tile if src != tile else None)
-    wt = window_transform(window, ds.transform) @ Affine.scale(src / tile)
+    raw, valid = read(window, tile if src != tile else None)
+    wt = window_transform(window, transform) @ Affine.scale(src / tile)
     x0, y0 = wt @ (0, 0)
     x1, y1 = wt @ (tile, tile)
     bounds = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))

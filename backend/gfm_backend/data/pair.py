@@ -23,7 +23,7 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
 from ..errors import InputError
-from .raster import open_raster, read_window
+from .raster import open_raster, read_window, whole_pixels
 
 MIN_OVERLAP_PX = 8  # less than this in either direction is no overlap worth a model run
 RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
@@ -45,24 +45,25 @@ class Pair:
         return window_transform(self.window, self.before.transform)
 
     def read(self, window: Window, out_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Both dates for `window` of the overlap: bands (2 x bands, h, w) stacked BEFORE
-        then AFTER, valid where both dates have data."""
-        absolute = Window(window.col_off + self.window.col_off, window.row_off + self.window.row_off,
-                          window.width, window.height)
-        inside = _inside(window, self.window)
-        raw_b, valid_b = read_window(self.before, self.before_bands, absolute, out_size)
-        raw_a, valid_a = read_window(self.after, self.after_bands, absolute, out_size)
+        """Both dates for `window` (BEFORE's pixels): bands (2 x bands, h, w) stacked BEFORE
+        then AFTER, valid where both dates have data inside the overlap."""
+        raw_b, valid_b = read_window(self.before, self.before_bands, window, out_size)
+        raw_a, valid_a = read_window(self.after, self.after_bands, window, out_size)
         if raw_a.dtype != raw_b.dtype:
             raw_a, raw_b = raw_a.astype(np.float32), raw_b.astype(np.float32)
-        return np.concatenate([raw_b, raw_a]), valid_b & valid_a & inside
+        return np.concatenate([raw_b, raw_a]), valid_b & valid_a & self._inside(window)
 
+    def read_overlap(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """`read` for a window of the overlap's own grid (origin at the overlap)."""
+        return self.read(Window(window.col_off + self.window.col_off,
+                                window.row_off + self.window.row_off, window.width, window.height))
 
-def _inside(window: Window, overlap: Window) -> np.ndarray:
-    """Pixels of `window` (relative to the overlap) that lie inside the overlap."""
-    h, w = int(window.height), int(window.width)
-    rows = np.arange(h) + int(window.row_off)
-    cols = np.arange(w) + int(window.col_off)
-    return ((rows >= 0) & (rows < overlap.height))[:, None] & ((cols >= 0) & (cols < overlap.width))[None, :]
+    def _inside(self, window: Window) -> np.ndarray:
+        """Pixels of `window` (BEFORE's pixels) that lie inside the overlap."""
+        rows = np.arange(int(window.height)) + int(window.row_off) - int(self.window.row_off)
+        cols = np.arange(int(window.width)) + int(window.col_off) - int(self.window.col_off)
+        return (((rows >= 0) & (rows < self.window.height))[:, None]
+                & ((cols >= 0) & (cols < self.window.width))[None, :])
 
 
 def overlap_window(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
@@ -76,8 +77,7 @@ def overlap_window(before: rasterio.DatasetReader, after: rasterio.DatasetReader
     b = before.bounds
     box = (max(left, b.left), max(bottom, b.bottom), min(right, b.right), min(top, b.top))
     if box[0] < box[2] and box[1] < box[3]:
-        win = from_bounds(*box, transform=before.transform).round_offsets("floor")
-        win = Window(win.col_off, win.row_off, int(np.ceil(win.width)), int(np.ceil(win.height)))
+        win = whole_pixels(from_bounds(*box, transform=before.transform))
         win = win.intersection(Window(0, 0, before.width, before.height))
         if win.width >= MIN_OVERLAP_PX and win.height >= MIN_OVERLAP_PX:
             return Window(int(win.col_off), int(win.row_off), int(win.width), int(win.height))

@@ -108,6 +108,14 @@ def source_scale(ds: rasterio.DatasetReader, spec: ModelSpec) -> tuple[float, st
     )
 
 
+def whole_pixels(win: Window, eps: float = 1e-6) -> Window:
+    """The smallest window of whole pixels holding `win` (a rounding error is no pixel)."""
+    c0, r0 = np.floor(win.col_off + eps), np.floor(win.row_off + eps)
+    c1 = np.ceil(win.col_off + win.width - eps)
+    r1 = np.ceil(win.row_off + win.height - eps)
+    return Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
+
+
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     """Tile origins covering [0, length); the last tile is pulled back to end at the edge."""
     if length <= tile:
@@ -135,8 +143,9 @@ class Normalizer:
         def col(v: list[float]) -> np.ndarray:
             return np.asarray(v, dtype=np.float64).reshape(-1, 1, 1)
 
-        offset, scale = col(spec.scale_offset), col(spec.scale)
-        mean, std = col(spec.mean), col(spec.std)
+        offsets, scales = spec.input_scaling()  # both dates' channels for a change pair
+        offset, scale = col(offsets), col(scales)
+        mean, std = col(list(spec.mean) * spec.inputs), col(list(spec.std) * spec.inputs)
         f32 = np.float32
         return cls(
             (1.0 / (scale * std)).astype(f32), ((-(offset / scale) - mean) / std).astype(f32),

@@ -55,6 +55,7 @@ def vectorize_classes(
     simplify_tolerance: float = 0.0,
     nodata: int = 255,
     block_size: int = 2048,
+    skip_classes: frozenset[int] = frozenset(),
     progress: Progress | None = None,
 ) -> int:
     """Write one polygon per connected class region of `class_tif` to `out_gpkg`; return the count.
@@ -62,6 +63,7 @@ def vectorize_classes(
     `min_area_m2`: regions smaller than this are merged into their largest neighbour
     (GDAL sieve, 4-connected); ones with no valid neighbour (surrounded by nodata) are
     dropped. `simplify_tolerance` is in CRS units (topology-preserving, per feature).
+    `skip_classes` take part in the sieve but get no polygons (a change map's "no change").
     `area_m2` is the area of the region's pixels (before simplification): planar for
     projected CRSs, exact ellipsoidal cell areas for geographic ones.
     The file appears only when complete; on error or cancel nothing is left behind and an
@@ -79,7 +81,7 @@ def vectorize_classes(
             areas = PixelAreas(src.crs, src.transform)
             writer = PolygonWriter(tmp, src.crs, src.transform, areas, names, simplify_tolerance)
             min_px = _min_pixels(min_area_m2, areas, src.width, src.height)
-            _polygonize_blocks(src, nodata, block_size, min_px, writer, progress)
+            _polygonize_blocks(src, nodata, block_size, min_px, writer, progress, skip_classes)
         count = writer.close()
         progress(1.0, "vectorizing")
     return count
@@ -105,6 +107,7 @@ def _polygonize_blocks(
     min_px: int,
     writer: PolygonWriter,
     progress: Progress,
+    skip: frozenset[int] = frozenset(),
 ) -> None:
     """Polygonize block row by block row, writing every region as soon as it is complete.
 
@@ -127,7 +130,7 @@ def _polygonize_blocks(
             col1 = min(col0 + block, width)
             win = Window(col0, row0, col1 - col0, row1 - row0)
             data = _read_block(src, win, margin, nodata, min_px)
-            for geoms, values in _shapes(data, nodata, Affine.translation(col0, row0)):
+            for geoms, values in _shapes(data, nodata, Affine.translation(col0, row0), skip):
                 minx, miny, maxx, maxy = shapely.bounds(geoms).T
                 on_seam = (
                     ((minx == col0) & (col0 > 0))
@@ -170,10 +173,12 @@ def _read_block(
 
 
 def _shapes(
-    data: np.ndarray, nodata: int, transform: Affine
+    data: np.ndarray, nodata: int, transform: Affine, skip: frozenset[int] = frozenset()
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Polygons of a block in pixel coordinates, in chunks so Python memory stays bounded."""
     valid = data != nodata
+    if skip:
+        valid &= ~np.isin(data, list(skip))
     if not valid.any():
         return
     it = rasterio.features.shapes(data, mask=valid, connectivity=4, transform=transform)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .heads import UPerNetHead, conv_bn_relu
+from .swin import SwinEncoder
 
 CHANGE_TASK = "change_detection"
 
@@ -50,7 +51,7 @@ class ChangeHead(nn.Module):
 class ChangeNetwork(nn.Module):
     """Encoder (shared by both dates) + `ChangeHead`; `forward` gives probabilities."""
 
-    def __init__(self, encoder: nn.Module, head: ChangeHead, bands: int) -> None:
+    def __init__(self, encoder: SwinEncoder, head: ChangeHead, bands: int) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
+def conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
         nn.BatchNorm2d(cout),
@@ -34,15 +34,15 @@ class UPerNetHead(nn.Module):
         super().__init__()
         self.pool_scales = pool_scales
         self.ppm = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(s), _conv_bn_relu(in_channels[-1], channels, 1))
+            nn.Sequential(nn.AdaptiveAvgPool2d(s), conv_bn_relu(in_channels[-1], channels, 1))
             for s in pool_scales
         )
-        self.ppm_bottleneck = _conv_bn_relu(
+        self.ppm_bottleneck = conv_bn_relu(
             in_channels[-1] + len(pool_scales) * channels, channels, 3
         )
-        self.lateral = nn.ModuleList(_conv_bn_relu(c, channels, 1) for c in in_channels[:-1])
-        self.fpn = nn.ModuleList(_conv_bn_relu(channels, channels, 3) for _ in in_channels[:-1])
-        self.fuse = _conv_bn_relu(len(in_channels) * channels, channels, 3)
+        self.lateral = nn.ModuleList(conv_bn_relu(c, channels, 1) for c in in_channels[:-1])
+        self.fpn = nn.ModuleList(conv_bn_relu(channels, channels, 3) for _ in in_channels[:-1])
+        self.fuse = conv_bn_relu(len(in_channels) * channels, channels, 3)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 

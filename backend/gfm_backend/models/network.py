@@ -18,6 +18,7 @@ from torch import nn
 from ..atomic import atomic_path
 from ..errors import InputError
 from ..package import ModelSpec
+from .change import CHANGE_TASK, ChangeHead, ChangeNetwork
 from .heads import SceneHead, UPerNetHead
 from .swin import EncoderConfig, SwinEncoder, build_encoder
 
@@ -50,19 +51,28 @@ def default_head_channels(embed_dim: int) -> int:
 
 
 def build_head(spec: ModelSpec, in_channels: list[int]) -> nn.Module:
+    channels = int(spec.head.get("channels", 128))
     if spec.task == "segmentation":
-        return UPerNetHead(in_channels, spec.num_classes, channels=int(spec.head.get("channels", 128)))
+        return UPerNetHead(in_channels, spec.num_classes, channels=channels)
+    if spec.task == CHANGE_TASK:
+        return ChangeHead(in_channels, spec.num_classes, channels=channels)
     return SceneHead(in_channels, spec.num_classes)
 
 
-def build_network(spec: ModelSpec, encoder: SwinEncoder | None = None) -> GfmNetwork:
+Network = GfmNetwork | ChangeNetwork
+
+
+def build_network(spec: ModelSpec, encoder: SwinEncoder | None = None) -> Network:
     """A network shaped by `spec`; a given encoder (e.g. loaded from GFM weights) is reused."""
     if encoder is None:
         encoder = build_encoder(EncoderConfig.from_json(spec.encoder))
-    return GfmNetwork(encoder, build_head(spec, list(encoder.out_channels)), spec.task)
+    head = build_head(spec, list(encoder.out_channels))
+    if isinstance(head, ChangeHead):
+        return ChangeNetwork(encoder, head, bands=len(spec.bands))
+    return GfmNetwork(encoder, head, spec.task)
 
 
-def save_network(net: GfmNetwork, spec: ModelSpec, model_dir: Path) -> Path:
+def save_network(net: Network, spec: ModelSpec, model_dir: Path) -> Path:
     path = Path(model_dir) / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {"gfm_encoder_config": json.dumps(spec.encoder), "gfm_model_json": json.dumps(spec.to_json())}
@@ -71,7 +81,7 @@ def save_network(net: GfmNetwork, spec: ModelSpec, model_dir: Path) -> Path:
     return path
 
 
-def load_network(model_dir: Path, spec: ModelSpec) -> GfmNetwork:
+def load_network(model_dir: Path, spec: ModelSpec) -> Network:
     """Rebuild the network of a model package and load its weights (strict)."""
     path = Path(model_dir) / WEIGHTS_FILE
     if not path.is_file():

@@ -61,12 +61,15 @@ class OnnxPredictor:
             self.session = ort.InferenceSession(str(onnx_path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InputError(onnx_path, f"ONNX Runtime cannot load the model: {exc}") from exc
-        self.input_name = self.session.get_inputs()[0].name
+        # one input (an image), or two (a change pair: BEFORE's channels, then AFTER's)
+        self.input_names = [i.name for i in self.session.get_inputs()]
         used = self.session.get_providers()[0].replace("ExecutionProvider", "")
         self.description = f"onnxruntime on {used}"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        feed = {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+        parts = np.split(batch, len(self.input_names), axis=1)
+        feed = {name: np.ascontiguousarray(part, dtype=np.float32)
+                for name, part in zip(self.input_names, parts, strict=True)}
         return self.session.run(None, feed)[0]
 
 

@@ -38,7 +38,7 @@ from ..data.styles import (
 )
 from ..data.vectorize import vectorize_classes
 from ..outputs import CLASSIFY, staged_output
-from ..package import ModelSpec, read_spec
+from ..package import ClassInfo, ModelSpec, read_spec
 from ..progress import Progress, silent
 from ..runtime import Predictor, make_predictor
 from .params import ClassifyParams
@@ -60,7 +60,7 @@ POLYGONS_GPKG, REPORT_JSON = "polygons.gpkg", "report.json"
 GDAL_CACHE_MB = 128
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
     import resource
     import sys
@@ -89,15 +89,9 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
         else:
             report = _classify_scenes(ds, spec, predictor, params, stage, progress.span(0, 0.9))
         del predictor  # the network's memory is free for vectorizing
-        tc = time.perf_counter()
-        to_cog(stage / CLASSES_TIF, "mode")
-        to_cog(stage / CONFIDENCE_TIF, "average")
-        report["timings_s"]["cog"] = time.perf_counter() - tc
+        report["timings_s"]["cog"] = finish_rasters(stage, CLASSES_TIF, spec.classes)
         report["timings_s"]["load_model"] = load_s
-        write_category_names(stage / CLASSES_TIF, spec.classes)
-        write_raster_qml(stage / "classes.qml", spec.classes)
-        write_confidence_qml(stage / "confidence.qml")
-        report["peak_rss_mb_rasters"] = _peak_rss_mb()  # before vectorizing
+        report["peak_rss_mb_rasters"] = peak_rss_mb()  # before vectorizing
         if spec.task == "segmentation":
             if not params.no_polygons:
                 tv = time.perf_counter()
@@ -110,14 +104,28 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
         if (stage / POLYGONS_GPKG).exists():
             write_polygons_qml(stage / "polygons.qml", spec.classes)
         report["timings_s"]["total"] = time.perf_counter() - t0
-        report["peak_rss_mb"] = _peak_rss_mb()
-        report["outputs"] = {
-            p.name: str(Path(params.out) / p.name) for p in sorted(stage.iterdir())
-        }
-        report["outputs"][REPORT_JSON] = str(Path(params.out) / REPORT_JSON)
-        (stage / REPORT_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_report(report, stage, Path(params.out))
     progress(1.0, "done")
     return report
+
+
+def finish_rasters(stage: Path, classes_tif: str, classes: list[ClassInfo]) -> float:
+    """Class and confidence rasters as COGs with class names and QGIS styles; seconds taken."""
+    tc = time.perf_counter()
+    to_cog(stage / classes_tif, "mode")
+    to_cog(stage / CONFIDENCE_TIF, "average")
+    write_category_names(stage / classes_tif, classes)
+    write_raster_qml(stage / Path(classes_tif).with_suffix(".qml").name, classes)
+    write_confidence_qml(stage / "confidence.qml")
+    return time.perf_counter() - tc
+
+
+def write_report(report: dict[str, Any], stage: Path, out: Path) -> None:
+    """report.json, listing every output by its final path: the last file written."""
+    report["peak_rss_mb"] = peak_rss_mb()
+    report["outputs"] = {p.name: str(out / p.name) for p in sorted(stage.iterdir())}
+    report["outputs"][REPORT_JSON] = str(out / REPORT_JSON)
+    (stage / REPORT_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
 
 
 SUMMARY_KEYS = ("predictor", "size", "crs", "warnings", "polygon_count", "class_pixels",

@@ -10,7 +10,8 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from ..models.network import GfmNetwork, load_network
+from ..models.change import ChangeNetwork, PairInputs
+from ..models.network import Network, load_network
 from ..outputs import MODEL, add_to_manifest
 from ..package import ModelSpec, read_spec
 from .params import ExportParams
@@ -19,17 +20,23 @@ log = logging.getLogger(__name__)
 OPSET = 18
 
 
-def export_onnx(net: GfmNetwork, spec: ModelSpec, path: Path) -> Path:
-    """Trace the network at the model's tile size with a dynamic batch axis."""
+def export_onnx(net: Network, spec: ModelSpec, path: Path) -> Path:
+    """Trace the network at the model's tile size with a dynamic batch axis; a change
+    network gets two inputs, `before` and `after`."""
     net = net.eval().cpu()
-    bands = len(spec.bands)
-    dummy = torch.zeros(1, bands, spec.tile_size, spec.tile_size)
+    dummy = torch.zeros(1, len(spec.bands), spec.tile_size, spec.tile_size)
+    batch = {0: torch.export.Dim("batch", min=1, max=4096)}
+    module: torch.nn.Module = net
+    names: list[str] = ["image"]
+    inputs: tuple[torch.Tensor, ...] = (dummy,)
+    if isinstance(net, ChangeNetwork):
+        module, names, inputs = PairInputs(net).eval(), ["before", "after"], (dummy, dummy.clone())
     path = Path(path)
     with atomic_path(path, suffix=".onnx") as tmp, torch.no_grad():
         torch.onnx.export(
-            net, (dummy,), str(tmp), input_names=["image"], output_names=["probabilities"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-            opset_version=OPSET, dynamo=True, verbose=False,
+            module, inputs, str(tmp), input_names=names, output_names=["probabilities"],
+            dynamic_shapes=tuple(batch for _ in inputs), opset_version=OPSET, dynamo=True,
+            verbose=False,
         )
         model = onnx.load(str(tmp))
         for key, value in spec.onnx_metadata().items():

@@ -12,6 +12,8 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,19 +26,27 @@ import torch.nn.functional as F
 
 from ..data.chips import (
     IGNORE,
+    ChipReader,
     ChipSet,
     RasterLabels,
-    cut_chip,
+    cut_chip_from,
     group_polygons,
     spatial_split,
     train_windows,
     val_windows,
 )
 from ..data.labels import class_names, read_labels, reproject_geoms, value_name
-from ..data.raster import Normalizer, open_raster, percentile_stretch, pixel_size_m, source_scale
+from ..data.raster import (
+    Normalizer,
+    open_raster,
+    percentile_stretch,
+    pixel_size_m,
+    read_window,
+    source_scale,
+)
 from ..errors import GfmError, InputError
 from ..models import CONFIGS, build_encoder, load_encoder
-from ..models.network import GfmNetwork, build_network, default_head_channels, save_network
+from ..models.network import Network, build_network, default_head_channels, save_network
 from ..outputs import MODEL, staged_output
 from ..package import ModelSpec, default_classes, write_spec
 from ..progress import Progress, silent
@@ -44,12 +54,12 @@ from ..runtime import resolve_device
 from . import plots
 from .export import export_onnx
 from .metrics import confusion, summarize
-from .params import FinetuneParams
+from .params import FinetuneParams, TrainingParams
 
 log = logging.getLogger(__name__)
 
 
-def _input_scaling(ds: rasterio.DatasetReader, bands: list[int]) -> tuple[list[float], list[float]]:
+def input_scaling(ds: rasterio.DatasetReader, bands: list[int]) -> tuple[list[float], list[float]]:
     """uint8 is used as is; other types get the 2-98 % stretch (offset, scale per band)."""
     if ds.dtypes[bands[0] - 1] == "uint8":
         return [0.0] * len(bands), [255.0] * len(bands)
@@ -57,12 +67,12 @@ def _input_scaling(ds: rasterio.DatasetReader, bands: list[int]) -> tuple[list[f
     return [lo for lo, _ in stretch], [hi - lo for lo, hi in stretch]
 
 
-def _default_bands(ds: rasterio.DatasetReader) -> list[int]:
+def default_bands(ds: rasterio.DatasetReader) -> list[int]:
     """RGB models read bands 1-3; a single-band raster is repeated into three."""
     return [1, 2, 3] if ds.count >= 3 else [1, 1, 1]
 
 
-def _make_encoder(params: FinetuneParams, tile: int | None):
+def make_encoder(params: TrainingParams, tile: int | None):
     if params.encoder is not None:
         opts: dict[str, Any] = {"window_size": 6}
         if tile:
@@ -74,14 +84,19 @@ def _make_encoder(params: FinetuneParams, tile: int | None):
     return build_encoder(replace(cfg, img_size=tile) if tile else cfg)
 
 
-def _prepare_labels(params: FinetuneParams):
+def prepare_labels(params: TrainingParams, background_name: str = "background",
+                   single_name: str | None = None):
+    """The polygons, class names (the background class first) and each polygon's class id.
+    `single_name`: the one class's name when no class field is given."""
     labels = read_labels(params.labels, params.class_field)
+    if single_name is not None and params.class_field is None:
+        labels.values = [single_name] * len(labels.values)
     names = class_names(labels.values)
     background = params.unlabeled == "background"
     if params.unlabeled not in ("ignore", "background"):
         raise GfmError("--unlabeled must be 'ignore' or 'background'")
     if background:
-        names = ["background"] + [n for n in names if n != "background"]
+        names = [background_name] + [n for n in names if n != background_name]
     lookup = {n: i for i, n in enumerate(names)}
     ids = np.array([lookup[value_name(v)] for v in labels.values], dtype=np.int64)
     return labels, names, ids, background
@@ -103,7 +118,7 @@ def finetune(params: FinetuneParams, progress: Progress | None = None) -> dict[s
 
 
 @dataclass
-class _Placed:
+class PlacedLabels:
     """The label polygons in each raster's CRS, and which of them touch each raster."""
 
     per_raster: list[tuple[Path, np.ndarray, np.ndarray]]
@@ -112,7 +127,7 @@ class _Placed:
 
 
 @dataclass
-class _Split:
+class LabelSplit:
     is_val: np.ndarray
     group: np.ndarray
     reach: float
@@ -130,20 +145,50 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
                                    for n, c in validation["per_class"].items()}}}
 
 
+# augment(images, labels, rng) -> (images, labels): a job's own training augmentation
+Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class TrainingSetup:
+    """What differs between the jobs that train on drawn polygons (fine-tune, fine-tune
+    for changes); the rest of the pipeline is `train_package`."""
+
+    rasters: list[Path]  # the grids labels are placed on and chips cut from
+    make_spec: Callable[[list[str], bool, Any], ModelSpec]  # (names, background, encoder)
+    inputs: dict[str, Any]  # what the report names as the job's inputs
+    open_source: SourceOpener | None = None
+    background_name: str = "background"
+    single_name: str | None = None  # the one class's name without a class field
+    augment: Augment | None = None
+    scores: Callable[[np.ndarray, list[str]], dict[str, Any]] | None = None  # more metrics
+
+
 def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[str, Any]:
+    setup = TrainingSetup(
+        params.rasters, lambda names, bg, enc: _make_spec(params, names, bg, enc),
+        {"rasters": [str(p) for p in params.rasters]})
+    return train_package(params, setup, stage, progress)
+
+
+def train_package(params: TrainingParams, setup: TrainingSetup, stage: Path,
+                  progress: Progress) -> dict[str, Any]:
+    """Labels -> split -> chips -> two-stage training -> the model package in `stage`."""
     t_start = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     torch.manual_seed(params.seed)
-    labels, names, ids, background = _prepare_labels(params)
+    labels, names, ids, background = prepare_labels(params, setup.background_name,
+                                                    setup.single_name)
     device = resolve_device(params.device)
-    placed = _place_labels(params, labels, names, ids, background)
-    encoder = _make_encoder(params, params.tile_size)
-    spec = _make_spec(params, names, background, encoder)
-    split = _split(params, labels, ids, placed, spec.tile_size * (spec.gsd_m or 1.0) / 4)
+    placed = place_labels(setup.rasters, params, labels, names, ids, background)
+    encoder = make_encoder(params, params.tile_size)
+    spec = setup.make_spec(names, background, encoder)
+    split = split_labels(params, labels, ids, placed, spec.tile_size * (spec.gsd_m or 1.0) / 4)
     progress(0.02, "cutting chips")
-    train_set, val_set = _cut_chips(params, spec, placed, ids, split, background, rng, progress)
+    train_set, val_set = cut_chips(params, spec, placed, ids, split, background, rng, progress,
+                                   setup.open_source)
     val_note = "held-out polygon groups"
-    warnings = _scale_warnings(params, spec)
+    warnings = scale_warnings(setup.rasters, spec)
     if not len(val_set):
         val_note = "none held out (too few polygons per class); scores are on training chips"
         warnings.append(f"no validation polygons: {val_note}")
@@ -152,12 +197,12 @@ def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[s
     x_val, y_val = (val_set if len(val_set) else train_set).arrays()
     if spec.task == "scene_classification":
         y_train, y_val = _scene_labels(y_train), _scene_labels(y_val)
-    trainer = _Trainer(net, device, spec, params, progress)
+    trainer = Trainer(net, device, spec, params, progress, setup.augment)
     history = trainer.run(x_train, y_train, x_val, y_val)
     cm = trainer.evaluate(x_val, y_val)
     used = placed.used
     report: dict[str, Any] = {
-        "task": spec.task, "classes": names, "rasters": [str(p) for p in params.rasters],
+        "task": spec.task, "classes": names, **setup.inputs,
         "labels": str(params.labels), "class_field": params.class_field,
         "unlabeled": params.unlabeled, "device": str(device),
         "encoder": str(params.encoder) if params.encoder else f"random init ({params.config})",
@@ -170,15 +215,17 @@ def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[s
         },
         "validation": summarize(cm, spec.class_names), "history": history, "warnings": warnings,
     }
+    if setup.scores is not None:
+        report["validation"] |= setup.scores(cm, spec.class_names)
     progress(0.95, "writing model package")
-    _write_package(stage, params, net, spec, history, cm, report, t_start)
+    write_package(stage, params, net, spec, history, cm, report, t_start)
     return report
 
 
-def _scale_warnings(params: FinetuneParams, spec: Any) -> list[str]:
+def scale_warnings(rasters: list[Path], spec: Any) -> list[str]:
     """Pixel-size mismatches between the rasters and the model, said once per raster."""
     found = []
-    for path in params.rasters:
+    for path in rasters:
         with open_raster(path) as ds:
             _, warning = source_scale(ds, spec)
         if warning:
@@ -187,12 +234,12 @@ def _scale_warnings(params: FinetuneParams, spec: Any) -> list[str]:
     return found
 
 
-def _place_labels(params: FinetuneParams, labels: Any, names: list[str], ids: np.ndarray,
-                  background: bool) -> _Placed:
+def place_labels(rasters: list[Path], params: TrainingParams, labels: Any, names: list[str], ids: np.ndarray,
+                  background: bool) -> PlacedLabels:
     """Reproject every polygon to each raster's CRS and keep those that touch it."""
     per_raster: list[tuple[Path, np.ndarray, np.ndarray]] = []
     first_crs = None
-    for path in params.rasters:
+    for path in rasters:
         with open_raster(path) as ds:
             if ds.crs is None:
                 raise InputError(path, "raster has no coordinate reference system; "
@@ -203,21 +250,21 @@ def _place_labels(params: FinetuneParams, labels: Any, names: list[str], ids: np
             first_crs = first_crs or ds.crs
     if not any(len(h) for _, _, h in per_raster):
         raise InputError(params.labels, "no label polygon overlaps the raster(s) "
-                         f"{', '.join(str(p) for p in params.rasters)} (check the CRS and extent)")
+                         f"{', '.join(str(p) for p in rasters)} (check the CRS and extent)")
     used = np.unique(np.concatenate([h for _, _, h in per_raster]))
     present = sorted(set(ids[used].tolist()) | ({0} if background else set()))
     if len(present) < 2:
         raise InputError(params.labels, f"only one class ({names[present[0]]!r}) is drawn; with "
                          "--unlabeled ignore at least two classes are needed (or use "
                          "--unlabeled background)")
-    return _Placed(per_raster, used, first_crs)
+    return PlacedLabels(per_raster, used, first_crs)
 
 
 def _make_spec(params: FinetuneParams, names: list[str], background: bool, encoder: Any) -> ModelSpec:
     """The package's model.json: classes, input rules (from the first raster), tiles, head."""
     with open_raster(params.rasters[0]) as ds:
-        bands = params.bands or _default_bands(ds)
-        offset, scale = _input_scaling(ds, bands)
+        bands = params.bands or default_bands(ds)
+        offset, scale = input_scaling(ds, bands)
         gsd = pixel_size_m(ds)
     tile = params.tile_size or encoder.config.img_size
     return ModelSpec(
@@ -232,8 +279,8 @@ def _make_spec(params: FinetuneParams, names: list[str], background: bool, encod
     )
 
 
-def _split(params: FinetuneParams, labels: Any, ids: np.ndarray, placed: _Placed,
-           reach: float) -> _Split:
+def split_labels(params: TrainingParams, labels: Any, ids: np.ndarray, placed: PlacedLabels,
+           reach: float) -> LabelSplit:
     """Whole groups of polygons (grouped within a chip's reach) are held out for validation."""
     used = placed.used
     geoms = reproject_geoms(labels.geoms[used], labels.crs, placed.crs)
@@ -245,15 +292,27 @@ def _split(params: FinetuneParams, labels: Any, ids: np.ndarray, placed: _Placed
     is_val = np.zeros(len(ids), dtype=bool)
     group = np.full(len(ids), -1)
     is_val[used], group[used] = val_used, groups_used
-    return _Split(is_val, group, reach)
+    return LabelSplit(is_val, group, reach)
 
 
-def _cut_chips(params: FinetuneParams, spec: ModelSpec, placed: _Placed, ids: np.ndarray,
-               split: _Split, background: bool, rng: np.random.Generator,
-               progress: Progress) -> tuple[ChipSet, ChipSet]:
+# open_source(path) -> a context yielding (the dataset whose grid the chips are cut on,
+# read(window, out_size)): a raster, or a change pair on its earlier date's grid
+SourceOpener = Callable[[Path], AbstractContextManager[tuple[rasterio.DatasetReader, ChipReader]]]
+
+
+@contextmanager
+def raster_source(spec: ModelSpec, path: Path) -> Iterator[tuple[rasterio.DatasetReader, ChipReader]]:
+    with open_raster(path) as ds:
+        yield ds, lambda win, size: read_window(ds, spec.bands, win, out_size=size)
+
+
+def cut_chips(params: TrainingParams, spec: ModelSpec, placed: PlacedLabels, ids: np.ndarray,
+              split: LabelSplit, background: bool, rng: np.random.Generator,
+              progress: Progress, open_source: SourceOpener | None = None) -> tuple[ChipSet, ChipSet]:
     """Training chips where the training polygons are (classes balanced), validation chips
     where the held-out ones are; each masks out the other's polygons."""
     normalize = Normalizer.from_spec(spec)
+    opener = open_source or (lambda path: raster_source(spec, path))
     tile = spec.tile_size
     train_set, val_set = ChipSet(), ChipSet()
     n_train_polys = max(int((~split.is_val[placed.used]).sum()), 1)
@@ -261,8 +320,8 @@ def _cut_chips(params: FinetuneParams, spec: ModelSpec, placed: _Placed, ids: np
         if not len(hits):
             continue
         rl = RasterLabels(geoms[hits], ids[hits], split.is_val[hits], split.group[hits])
-        with open_raster(path) as ds:
-            ratio, _ = source_scale(ds, spec)  # its warning: `_scale_warnings`
+        with opener(path) as (ds, read):
+            ratio, _ = source_scale(ds, spec)  # its warning: `scale_warnings`
             src_tile = max(int(round(tile * ratio)), 8)
             share = int(np.ceil(params.chips * (~rl.is_val).sum() / n_train_polys))
             for chips, windows, is_val in (
@@ -270,7 +329,8 @@ def _cut_chips(params: FinetuneParams, spec: ModelSpec, placed: _Placed, ids: np
                     (val_set, val_windows(ds, rl, src_tile, max(params.chips // 4, 8), rng), True)):
                 for win in windows:
                     progress.check()
-                    img, lab = cut_chip(ds, spec.bands, normalize, rl, win, tile, is_val, background)
+                    img, lab = cut_chip_from(read, ds.transform, normalize, rl, win, tile, is_val,
+                                             background)
                     if (lab != IGNORE).any():
                         chips.images.append(img)
                         chips.labels.append(lab)
@@ -279,7 +339,7 @@ def _cut_chips(params: FinetuneParams, spec: ModelSpec, placed: _Placed, ids: np
     return train_set, val_set
 
 
-def _write_package(stage: Path, params: FinetuneParams, net: GfmNetwork, spec: ModelSpec,
+def write_package(stage: Path, params: TrainingParams, net: Network, spec: ModelSpec,
                    history: list[dict], cm: np.ndarray, report: dict[str, Any], t_start: float) -> None:
     save_network(net, spec, stage)
     if not params.no_onnx:
@@ -300,12 +360,14 @@ def _scene_labels(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-class _Trainer:
+class Trainer:
     """Two-stage training: head on a frozen encoder, then (optionally) everything with LLRD."""
 
-    def __init__(self, net: GfmNetwork, device: torch.device, spec: ModelSpec,
-                 params: FinetuneParams, progress: Progress) -> None:
+    def __init__(self, net: Network, device: torch.device, spec: ModelSpec,
+                 params: TrainingParams, progress: Progress, augment: Augment | None = None) -> None:
         self.net, self.device, self.spec, self.params = net, device, spec, params
+        self.augment = augment
+        self.rng = np.random.default_rng(params.seed + 1)
         self.progress = progress
         self.bf16 = device.type == "cuda"
         self.num_classes = spec.num_classes
@@ -364,9 +426,11 @@ class _Trainer:
         for b in range(0, len(order), bs):
             self.progress.check()
             idx = order[b : b + bs]
-            if len(idx) < 2 and self.spec.task == "segmentation" and len(order) > 1:
+            if len(idx) < 2 and self.spec.task != "scene_classification" and len(order) > 1:
                 continue  # BatchNorm needs more than one sample
             x_np, y_np = _augment(x[idx], y[idx], self.spec.task)
+            if self.augment is not None:
+                x_np, y_np = self.augment(x_np, y_np, self.rng)
             xb = torch.from_numpy(x_np).to(self.device)
             yb = torch.from_numpy(y_np).to(self.device).long()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -398,14 +462,14 @@ def _augment(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.nd
     x = np.rot90(x, k, axes=(2, 3))
     if flip:
         x = x[..., ::-1]
-    if task == "segmentation":
+    if task != "scene_classification":  # a label mask turns with its image
         y = np.rot90(y, k, axes=(1, 2))
         if flip:
             y = y[..., ::-1]
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
-def _layer_decay_groups(net: GfmNetwork, lr: float, decay: float) -> list[dict]:
+def _layer_decay_groups(net: Network, lr: float, decay: float) -> list[dict]:
     """Layer-wise LR decay as timm does it (`param_groups_layer_decay` with the Swin's own
     `group_matcher`: patch merging goes with the stage it opens): each Swin block a factor
     `decay` below the next, no weight decay for norms, biases and position tables; the
