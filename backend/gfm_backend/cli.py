@@ -123,6 +123,9 @@ COMMANDS: dict[str, tuple[AddFn, RunFn]] = {
     "classify": _job("classify", "classify a raster with a model package"),
     "finetune": _job("finetune", "train a model package on polygons drawn over rasters"),
     "export": _job("export", "write the ONNX file of a model package"),
+    "finetune-change": _job("finetune-change", "train a change model on polygons drawn where "
+                            "something changed between two dates"),
+    "detect-change": _job("detect-change", "map what changed between two dates (BEFORE's grid)"),
     "demo": (_add_demo, _run_demo),
     "bench": (_add_bench, _run_bench),
     "geopile": (add_geopile, run_geopile),

@@ -16,7 +16,9 @@ import shapely
 
 from .synthetic import SCENE_CLASSES, Scene, make_scene, write_scene
 
-CHANGE_CLASSES = ("no change", "new building", "cleared")
+# in the order fine-tuning gives class ids (no change, then the names sorted)
+CHANGE_CLASSES = ("no change", "cleared", "new building")
+CLEARED, BUILDING = 1, 2
 FIELD, FOREST = SCENE_CLASSES.index("field"), SCENE_CLASSES.index("forest")
 SOIL = (150, 120, 85)
 
@@ -30,18 +32,18 @@ class ChangePair:
 
 
 def _patches(scene: Scene, count: int, size: int, rng: np.random.Generator) -> list[tuple]:
-    """Rectangles wholly on fields (they get buildings) or forest (it is cleared)."""
+    """Rectangles on fields (they get buildings) or in forest (it is cleared), alternately."""
     h, w = scene.truth.shape
     out: list[tuple[int, int, int, int, int]] = []
     taken = np.zeros((h, w), bool)
     for _ in range(count * 400):
         if len(out) == count:
             break
-        kind = 1 + len(out) % 2
+        kind = BUILDING if len(out) % 2 else CLEARED
         ph, pw = (int(v) for v in rng.integers(size // 2, size + 1, size=2))
         r, c = int(rng.integers(0, h - ph)), int(rng.integers(0, w - pw))
         under = scene.truth[r : r + ph, c : c + pw]
-        if (under == (FIELD if kind == 1 else FOREST)).mean() < 0.95:
+        if (under == (FIELD if kind == BUILDING else FOREST)).mean() < 0.95:
             continue
         if taken[max(r - 8, 0) : r + ph + 8, max(c - 8, 0) : c + pw + 8].any():
             continue
@@ -62,7 +64,7 @@ def make_change_pair(size: int = 768, gsd: float = 0.5, seed: int = 7, count: in
     yy, xx = np.mgrid[0:size, 0:size]
     for kind, r, c, ph, pw in patches:
         sl = (slice(r, r + ph), slice(c, c + pw))
-        if kind == 1:  # a new building: bright roof, darker edge
+        if kind == BUILDING:  # a new building: bright roof, darker edge
             img[:, sl[0], sl[1]] = np.array([170, 95, 80], np.float32)[:, None, None]
             img[:, r : r + 3, c : c + pw] = 70
             img[:, sl[0], c : c + 3] = 70

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from .. import __version__
 from ..errors import GfmError, InputError
+from ..outputs import CHANGE as CHANGE_OUTPUT
 from ..outputs import CLASSIFY as CLASSIFY_OUTPUT
 from ..outputs import MODEL as MODEL_OUTPUT
 from ..outputs import PRETRAIN as PRETRAIN_OUTPUT
@@ -38,7 +39,9 @@ from ..parameters import (
 from ..progress import Progress
 from ..tasks.params import (
     ClassifyParams,
+    DetectChangeParams,
     ExportParams,
+    FinetuneChangeParams,
     FinetuneParams,
     GeopileParams,
     PretrainParams,
@@ -154,7 +157,8 @@ def job_types() -> list[JobType]:
     return list(_REGISTRY.values())
 
 
-BUILT_IN = ("classify", "finetune", "export", "geopile", "pretrain", "weights", "weights-import")
+BUILT_IN = ("classify", "finetune", "export", "geopile", "pretrain", "weights", "weights-import",
+            "finetune-change", "detect-change")
 
 
 def plugin_declarations() -> dict[str, Any]:
@@ -214,14 +218,18 @@ CLASSIFY = register(JobType(
 
 
 # ----------------------------------------------------------------------------- finetune
-def _check_finetune(p: dict[str, Any]) -> None:
-    from ..data.raster import open_raster
-
+def _check_class_field(p: dict[str, Any]) -> None:
     if p["class_field"] is not None:
         fields = vector_fields(p["labels"])
         if p["class_field"] not in fields:
             raise ParamError("class_field", f"{p['labels']} has no field {p['class_field']!r}; "
                              f"fields are: {', '.join(fields) or '(none)'}")
+
+
+def _check_finetune(p: dict[str, Any]) -> None:
+    from ..data.raster import open_raster
+
+    _check_class_field(p)
     for raster in p["rasters"] if p["bands"] else ():
         with open_raster(raster) as ds:
             bad = [b for b in p["bands"] if b > ds.count]
@@ -240,6 +248,72 @@ FINETUNE = register(JobType(
     name="finetune", params=FinetuneParams, run=run_finetune, resource=_device_resource,
     check=_check_finetune, output=MODEL_OUTPUT,
     help="train a model package on polygons drawn over rasters (gfm finetune)"))
+
+
+# ------------------------------------------------------------------ change detection
+def _check_pair(p: dict[str, Any], bands: list[int]) -> None:
+    """The two dates overlap and AFTER has the bands: a 400 before queueing."""
+    from ..data.pair import open_pair
+
+    try:
+        with open_pair(p["before"], p["after"], bands, p.get("after_bands")):
+            pass
+    except InputError as exc:
+        field = "after_bands" if "band" in str(exc) and p.get("after_bands") else "after"
+        raise ParamError(field, str(exc)) from exc
+
+
+def _check_detect_change(p: dict[str, Any]) -> None:
+    from ..tasks.change_detect import change_model
+
+    try:
+        spec = change_model(Path(p["model"]))
+    except InputError as exc:
+        raise ParamError("model", str(exc)) from exc
+    _check_pair(p, spec.bands)
+    if p["runtime"] == "onnx" and not (Path(p["model"]) / "model.onnx").is_file():
+        raise ParamError("runtime", f"{p['model']} has no model.onnx; use runtime 'torch' or "
+                         "export the model first (an export job)")
+
+
+def run_detect_change(params: DetectChangeParams, progress: Progress) -> dict[str, Any]:
+    from ..tasks.change_detect import detect_change, summary
+
+    return {"out": str(params.out)} | summary(detect_change(params, progress))
+
+
+DETECT_CHANGE = register(JobType(
+    name="detect-change", params=DetectChangeParams, run=run_detect_change,
+    resource=_device_resource, check=_check_detect_change, output=CHANGE_OUTPUT,
+    help="map what changed between two dates with a change model (gfm detect-change)"))
+
+
+def _check_finetune_change(p: dict[str, Any]) -> None:
+    from ..data.raster import open_raster
+    from ..tasks.finetune import default_bands
+
+    _check_class_field(p)
+    with open_raster(p["before"]) as ds:
+        bands = p["bands"] or default_bands(ds)
+        if max(bands) > ds.count:
+            raise ParamError("bands", f"{p['before']} has {ds.count} band(s); no band {max(bands)}")
+    _check_pair(p, bands)
+
+
+def run_finetune_change(params: FinetuneChangeParams, progress: Progress) -> dict[str, Any]:
+    from ..tasks.change_finetune import finetune_change
+    from ..tasks.finetune import summary
+
+    report = finetune_change(params, progress)
+    return ({"out": str(params.out), "files": _files(params.out)} | summary(report)
+            | {"change": report["validation"].get("change")})
+
+
+FINETUNE_CHANGE = register(JobType(
+    name="finetune-change", params=FinetuneChangeParams, run=run_finetune_change,
+    resource=_device_resource, check=_check_finetune_change, output=MODEL_OUTPUT,
+    help="train a change model on polygons drawn where something changed between two dates "
+         "(gfm finetune-change)"))
 
 
 # ------------------------------------------------------------------------------- export
