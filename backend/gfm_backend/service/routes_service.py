@@ -10,10 +10,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from .. import __version__
+from ..outputs import MODEL
 from .catalog import list_models
 from .config import API_VERSION
 from .deps import ServiceState, service
 from .device_probe import disk_free_gb
+from .jobs import job_types
 from .schemas import ERRORS, Health, ModelList
 from .security import require_token, token_matches
 
@@ -47,6 +49,7 @@ async def openapi_schema(request: Request) -> JSONResponse:
 @private.get("/models", response_model=ModelList, tags=["models"])
 def models(svc: State) -> dict[str, Any]:
     """Model packages with their model.json: the models folders, then fine-tune outputs."""
-    finetuned = [(r.id, Path(r.params["out"]))
-                 for r in svc.store.list("succeeded", "finetune", 1000) if "out" in r.params]
+    trainers = [t.name for t in job_types() if t.output is MODEL]  # the jobs that write models
+    finetuned = [(r.id, Path(r.params["out"])) for name in trainers
+                 for r in svc.store.list("succeeded", name, 1000) if "out" in r.params]
     return {"models": list_models(svc.config.model_dirs, finetuned)}
