@@ -48,6 +48,9 @@ class GfmController:
         if iface is not None and iface.activeLayer() is not None:
             if isinstance(iface.activeLayer(), QgsRasterLayer):
                 d.raster_combo.setLayer(iface.activeLayer())
+        from .change_actions import ChangeActions
+
+        self.change = ChangeActions(self)
         self.show_outputs_folder()
 
     def show_outputs_folder(self) -> None:

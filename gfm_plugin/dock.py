@@ -30,6 +30,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .change_box import ChangeBox, is_change_model
 from .report_view import ReportView
 
 
@@ -62,6 +63,8 @@ class GfmDock(QDockWidget):
         layout.addLayout(self._status_row())
         layout.addWidget(self._classify_box())
         layout.addWidget(self._finetune_box())
+        self.change = ChangeBox()
+        layout.addWidget(self.change)
         self.pretrain_button = QPushButton("Pretrain…")
         layout.addWidget(self.pretrain_button)
         self._jobs_box(layout)
@@ -234,9 +237,11 @@ class GfmDock(QDockWidget):
         self.status.setStyleSheet("" if ok else "color: #b00020;")
 
     def set_models(self, models: list[dict]) -> None:
+        """Classification models here, change models in the change group."""
+        self.change.set_models(models)
         current = self.model_combo.currentData()
         self.model_combo.clear()
-        for m in models:
+        for m in (m for m in models if not is_change_model(m)):
             spec = m.get("model") or m.get("model_json") or {}
             label = spec.get("name") or m.get("name") or m.get("path")
             self.model_combo.addItem(str(label), m)

@@ -227,8 +227,21 @@ def label_classes(layer: QgsVectorLayer) -> list[str]:
     return [list(entry.values())[0] for entry in setup.config().get("map", [])]
 
 
+CLASSIFY_LAYERS = (("polygons.gpkg", "polygons", "vector"), ("classes.tif", "classes", "raster"),
+                   ("confidence.tif", "confidence", "raster"))
+CHANGE_LAYERS = (("polygons.gpkg", "changed regions", "vector"), ("change.tif", "change", "raster"),
+                 ("confidence.tif", "confidence", "raster"))
+
+
+def add_change_results(files: dict[str, str] | str, group_name: str,
+                       project: QgsProject | None = None) -> QgsLayerTreeGroup:
+    """A detect-change job's results under one group named after the pair."""
+    return add_classify_results(files, group_name, project, CHANGE_LAYERS)
+
+
 def add_classify_results(files: dict[str, str] | str, group_name: str,
-                         project: QgsProject | None = None) -> QgsLayerTreeGroup:
+                         project: QgsProject | None = None,
+                         specs: tuple[tuple[str, str, str], ...] = CLASSIFY_LAYERS) -> QgsLayerTreeGroup:
     """Load classes, confidence and polygons of a classify job, styled, under one
     layer-tree group named after the input layer. `files` is the job's `outputs.files`
     (name -> path, as the backend wrote them), or an output folder."""
@@ -237,11 +250,6 @@ def add_classify_results(files: dict[str, str] | str, group_name: str,
     group = root.insertGroup(0, group_name)
     if isinstance(files, str):
         files = {p.name: str(p) for p in Path(files).iterdir()}
-    specs = [
-        ("polygons.gpkg", "polygons", "vector"),
-        ("classes.tif", "classes", "raster"),
-        ("confidence.tif", "confidence", "raster"),
-    ]
     for filename, title, kind in specs:
         if filename not in files or not Path(files[filename]).exists():
             continue

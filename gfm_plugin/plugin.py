@@ -53,6 +53,9 @@ class GfmPlugin:
         c = self.controller
         for text, slot in (("Classify layer", c.classify_current), ("Fine-tune", c.finetune_current),
                            ("New training-labels layer", c.new_labels_layer),
+                           ("Detect changes", c.change.detect),
+                           ("Fine-tune for changes", c.change.finetune),
+                           ("New change-labels layer", c.change.new_labels_layer),
                            ("Pretrain…", c.open_pretrain_dialog), ("Get weights…", c.open_weights),
                            ("Set up backend…", c.open_setup), ("Settings…", c.edit_settings)):
             self._action(text, slot)
@@ -79,10 +82,22 @@ class GfmPlugin:
         slot()
 
     def _layer_menu_action(self) -> None:
-        """"Classify with GFM" on a raster layer's context menu in the Layers panel."""
-        self.layer_action = QAction(QIcon(str(ICON)), "Classify with GFM", self.iface.mainWindow())
-        self.layer_action.triggered.connect(self.classify_active_layer)
-        self.iface.addCustomActionForLayerType(self.layer_action, "", RASTER_LAYER, True)
+        """"Classify with GFM" and "Detect changes with GFM" on a raster layer's context
+        menu in the Layers panel (the layer is the later date of the pair)."""
+        self.layer_actions = []
+        for text, slot in (("Classify with GFM", self.classify_active_layer),
+                           ("Detect changes with GFM (as the later date)", self.detect_active_layer)):
+            action = QAction(QIcon(str(ICON)), text, self.iface.mainWindow())
+            action.triggered.connect(slot)
+            self.iface.addCustomActionForLayerType(action, "", RASTER_LAYER, True)
+            self.layer_actions.append(action)
+
+    def detect_active_layer(self) -> None:
+        layer = self.iface.activeLayer()
+        if self.dock is None or self.controller is None or not isinstance(layer, QgsRasterLayer):
+            return
+        self.dock.show()
+        self.controller.change.detect(after_layer=layer)
 
     def classify_active_layer(self) -> None:
         layer = self.iface.activeLayer()
@@ -95,10 +110,10 @@ class GfmPlugin:
     def unload(self) -> None:
         if getattr(self, "timer", None) is not None:
             self.timer.stop()
-        if getattr(self, "layer_action", None) is not None:
-            self.iface.removeCustomActionForLayerType(self.layer_action)
-            self.layer_action.deleteLater()
-            self.layer_action = None
+        for action in getattr(self, "layer_actions", []):
+            self.iface.removeCustomActionForLayerType(action)
+            action.deleteLater()
+        self.layer_actions = []
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
             self.iface.removeToolBarIcon(action)

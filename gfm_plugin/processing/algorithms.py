@@ -49,8 +49,8 @@ class BackendAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         specs = params_of(self.job_type)  # outputs last, as QGIS dialogs show them
         for spec in sorted(specs, key=lambda p: p["kind"] in DESTINATIONS):
-            self.addParameter(definition(spec, self.main))
-            extra = model_folder(spec)
+            self.addParameter(definition(spec, self.main, self.job_type))
+            extra = model_folder(spec, self.job_type)
             if extra is not None:
                 self.addParameter(extra)
         self.add_outputs()
@@ -139,13 +139,30 @@ class ClassifyAlgorithm(BackendAlgorithm):
                   "CONFIDENCE": files.get("confidence.tif", os.path.join(out, "confidence.tif"))}
         if "polygons.gpkg" in files:
             result["POLYGONS"] = files["polygons.gpkg"] + "|layername=polygons"
-        name = layer.name()
-        for key, kind in (("POLYGONS", "polygons"), ("CLASSES", "classes"),
-                          ("CONFIDENCE", "confidence")):
-            if key in result:  # loaded when the algorithm ends, styled by the .qml beside each
-                details = QgsProcessingContext.LayerDetails(f"{kind} ({name})", context.project(), key)
-                context.addLayerToLoadOnCompletion(result[key], details)
+        load_on_completion(context, result, ("POLYGONS", "CLASSES", "CONFIDENCE"), layer.name())
         return result
+
+
+def load_on_completion(context, result: dict, keys: tuple[str, ...], name: str) -> None:
+    """The result layers QGIS loads when the algorithm ends, each styled by the .qml beside
+    it, named after what was processed."""
+    for key in keys:
+        if key in result:
+            details = QgsProcessingContext.LayerDetails(f"{key.lower()} ({name})",
+                                                        context.project(), key)
+            context.addLayerToLoadOnCompletion(result[key], details)
+
+
+def labels_file(algorithm: QgsProcessingAlgorithm, parameters, context) -> str:
+    """The file behind the LABELS layer, refused when unsaved (the backend reads the file)."""
+    labels_layer = algorithm.parameterAsVectorLayer(parameters, "LABELS", context)
+    labels = vector_file_path(labels_layer)
+    if not labels:
+        raise QgsProcessingException(
+            f"{labels_layer.name()} is not saved to a file: save it (e.g. as GeoPackage) first")
+    if labels_layer.isEditable() and labels_layer.isModified():
+        raise QgsProcessingException(f"{labels_layer.name()} has unsaved edits: save them first")
+    return labels
 
 
 class FinetuneAlgorithm(BackendAlgorithm):
@@ -170,13 +187,7 @@ class FinetuneAlgorithm(BackendAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         rasters = [raster_path_for_backend(layer, feedback) for layer in
                    self.parameterAsLayerList(parameters, "RASTERS", context)]
-        labels_layer = self.parameterAsVectorLayer(parameters, "LABELS", context)
-        labels = vector_file_path(labels_layer)
-        if not labels:
-            raise QgsProcessingException(
-                f"{labels_layer.name()} is not saved to a file: save it (e.g. as GeoPackage) first")
-        if labels_layer.isEditable() and labels_layer.isModified():
-            raise QgsProcessingException(f"{labels_layer.name()} has unsaved edits: save them first")
+        labels = labels_file(self, parameters, context)
         params = {"rasters": rasters, "labels": labels} | self.declared_values(parameters, context)
         field = self.parameterAsString(parameters, "CLASS_FIELD", context)
         if field:
@@ -252,5 +263,83 @@ class ExportAlgorithm(BackendAlgorithm):
         return {"MODEL": params["model_dir"]}
 
 
-ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, GeopileAlgorithm, PretrainAlgorithm,
-              ExportAlgorithm]
+def pair_paths(algorithm: QgsProcessingAlgorithm, parameters, context, feedback) -> dict:
+    """BEFORE and AFTER layers as files the backend reads, and the pair's name."""
+    layers = [algorithm.parameterAsRasterLayer(parameters, key, context) for key in ("BEFORE", "AFTER")]
+    return {"before": raster_path_for_backend(layers[0], feedback),
+            "after": raster_path_for_backend(layers[1], feedback),
+            "name": f"{layers[0].name()} → {layers[1].name()}"}
+
+
+class DetectChangeAlgorithm(BackendAlgorithm):
+    job_type = "detect-change"
+    main = frozenset({"runtime", "device", "min_area", "overwrite"})
+    custom = frozenset({"before", "after"})
+
+    def name(self) -> str:
+        return "detect_change"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Detect changes"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Runs a GFM change model over two dates of the same place. The result is on "
+                "BEFORE's grid, where the two overlap (AFTER may be in another CRS, pixel size "
+                "or extent): change.tif (0 no change, then the change classes), "
+                "confidence.tif and polygons.gpkg of the changed regions, styled.")
+
+    def add_outputs(self) -> None:
+        self.addOutput(QgsProcessingOutputRasterLayer("CHANGE", "Change"))
+        self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
+        self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Changed regions",
+                                                      QgsProcessing.SourceType.TypeVectorPolygon))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        pair = pair_paths(self, parameters, context, feedback)
+        params = {"before": pair["before"], "after": pair["after"]}
+        params |= self.declared_values(parameters, context)
+        files = self.run_job(params, feedback).get("files") or {}
+        out = params["out"]
+        result = {"OUTPUT": out, "CHANGE": files.get("change.tif", os.path.join(out, "change.tif")),
+                  "CONFIDENCE": files.get("confidence.tif", os.path.join(out, "confidence.tif"))}
+        if "polygons.gpkg" in files:
+            result["POLYGONS"] = files["polygons.gpkg"] + "|layername=polygons"
+        load_on_completion(context, result, ("POLYGONS", "CHANGE", "CONFIDENCE"), pair["name"])
+        return result
+
+
+class FinetuneChangeAlgorithm(BackendAlgorithm):
+    job_type = "finetune-change"
+    main = frozenset({"class_field", "encoder", "config", "unlabeled", "epochs", "encoder_epochs",
+                      "device", "overwrite"})
+    custom = frozenset({"before", "after", "labels", "class_field"})
+
+    def name(self) -> str:
+        return "finetune_change"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Fine-tune for changes"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Trains a GFM change model on polygons drawn where something changed between "
+                "two dates (on either date, any CRS). Without a class field the model maps "
+                "change / no change; with one, each value is a kind of change. Pixels outside "
+                "the polygons count as no change (unlabeled: background) or are ignored.")
+
+    def add_outputs(self) -> None:
+        self.addOutput(QgsProcessingOutputFolder("MODEL", "Change model package"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        pair = pair_paths(self, parameters, context, feedback)
+        params = {"before": pair["before"], "after": pair["after"],
+                  "labels": labels_file(self, parameters, context)}
+        params |= self.declared_values(parameters, context)
+        field = self.parameterAsString(parameters, "CLASS_FIELD", context)
+        if field:
+            params["class_field"] = field
+        self.run_job(params, feedback)
+        return {"OUTPUT": params["out"], "MODEL": params["out"]}
+
+
+ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, DetectChangeAlgorithm,
+              FinetuneChangeAlgorithm, GeopileAlgorithm, PretrainAlgorithm, ExportAlgorithm]

@@ -32,8 +32,11 @@ from qgis.core import (
 )
 
 DECLARATIONS = Path(__file__).with_name("job_params.json")
-# the backend's models, offered by the `model` params (set when the plugin lists them)
-KNOWN_MODELS: list[str] = []
+# the backend's models, offered by the `model` params (set when the plugin lists them):
+# per job type, the models of the task it runs
+KNOWN_MODELS: dict[str, list[str]] = {}
+CHANGE_TASK = "change_detection"
+TASK_OF_JOB = {"detect-change": CHANGE_TASK}  # any other job reading a model: not a change one
 FOLDER_SUFFIX = "_FOLDER"
 DEVICES = ["auto", "cpu", "cuda"]
 RENAMED = {"raster": "INPUT", "out": "OUTPUT"}
@@ -59,9 +62,10 @@ def label(spec: dict[str, Any]) -> str:
     return words[:1].upper() + words[1:]
 
 
-def definition(spec: dict[str, Any], main: frozenset[str]) -> QgsProcessingParameterDefinition:
+def definition(spec: dict[str, Any], main: frozenset[str],
+               job_type: str = "") -> QgsProcessingParameterDefinition:
     """The Processing parameter for one declared param; those not in `main` are advanced."""
-    param = _make(spec)
+    param = _make(spec, KNOWN_MODELS.get(job_type, []))
     if spec.get("help"):
         param.setHelp(spec["help"])
     if spec["name"] not in main and not spec["required"]:
@@ -69,7 +73,7 @@ def definition(spec: dict[str, Any], main: frozenset[str]) -> QgsProcessingParam
     return param
 
 
-def _make(spec: dict[str, Any]) -> QgsProcessingParameterDefinition:
+def _make(spec: dict[str, Any], models: list[str]) -> QgsProcessingParameterDefinition:
     name, kind, text = processing_name(spec["name"]), spec["kind"], label(spec)
     optional = not spec["required"]
     if spec["name"] == "class_field":
@@ -91,7 +95,7 @@ def _make(spec: dict[str, Any]) -> QgsProcessingParameterDefinition:
             name, text, QgsProcessing.SourceType.TypeRaster, optional=optional),
         "vector": lambda: QgsProcessingParameterVectorLayer(
             name, text, [QgsProcessing.SourceType.TypeVectorPolygon], optional=optional),
-        "model": lambda: _model(name, text, optional),
+        "model": lambda: _model(name, text, optional, models),
         "dir": lambda: QgsProcessingParameterFile(name, text, behavior=folder, optional=optional),
         "path": lambda: QgsProcessingParameterFile(name, text, optional=optional),
         "out_dir": lambda: QgsProcessingParameterFolderDestination(name, text, optional=optional),
@@ -106,27 +110,35 @@ def _make(spec: dict[str, Any]) -> QgsProcessingParameterDefinition:
                                         optional=optional)
 
 
-def model_choices(models: list[dict]) -> list[str]:
-    """What a `model` param may name for each listed package: its name when it lies in
-    the backend's models folder (names resolve there), else its path on the backend."""
+def model_choices(models: list[dict]) -> dict[str, list[str]]:
+    """Per job type reading a model, what its `model` param may name for each listed
+    package of its task: the package's name when it lies in the backend's models folder
+    (names resolve there), else its path on the backend."""
     names = [str(m.get("name")) for m in models]
-    return [str(m["name"]) if str(m.get("source", "")).startswith("models folder")
-            and names.count(m["name"]) == 1 else str(m["path"]) for m in models if m.get("path")]
+    out: dict[str, list[str]] = {"classify": [], "detect-change": []}
+    for m in models:
+        if not m.get("path"):
+            continue
+        choice = (str(m["name"]) if str(m.get("source", "")).startswith("models folder")
+                  and names.count(m["name"]) == 1 else str(m["path"]))
+        task = (m.get("model") or {}).get("task")
+        out["detect-change" if task == CHANGE_TASK else "classify"].append(choice)
+    return out
 
 
-def _model(name: str, text: str, optional: bool) -> QgsProcessingParameterDefinition:
+def _model(name: str, text: str, optional: bool, models: list[str]) -> QgsProcessingParameterDefinition:
     """The backend's models to pick from when they are known, else a folder."""
-    if not KNOWN_MODELS:
+    if not models:
         return QgsProcessingParameterFile(name, text, behavior=QgsProcessingParameterFile.Behavior.Folder,
                                           optional=optional)
-    param = QgsProcessingParameterString(name, text, defaultValue=KNOWN_MODELS[0], optional=optional)
-    param.setMetadata({"widget_wrapper": {"value_hints": list(KNOWN_MODELS)}})
+    param = QgsProcessingParameterString(name, text, defaultValue=models[0], optional=optional)
+    param.setMetadata({"widget_wrapper": {"value_hints": list(models)}})
     return param
 
 
-def model_folder(spec: dict[str, Any]) -> QgsProcessingParameterDefinition | None:
+def model_folder(spec: dict[str, Any], job_type: str = "") -> QgsProcessingParameterDefinition | None:
     """Beside a list of the backend's models: any package folder instead (advanced)."""
-    if spec["kind"] != "model" or not KNOWN_MODELS:
+    if spec["kind"] != "model" or not KNOWN_MODELS.get(job_type):
         return None
     param = QgsProcessingParameterFile(processing_name(spec["name"]) + FOLDER_SUFFIX,
                                        f"{label(spec)} folder (instead of a listed model)",

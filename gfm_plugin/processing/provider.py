@@ -30,12 +30,12 @@ class GfmProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         if not declared.KNOWN_MODELS:
-            declared.KNOWN_MODELS[:] = _backend_models()
+            declared.KNOWN_MODELS.update(_backend_models())
         for cls in ALGORITHMS:
             self.addAlgorithm(cls())
 
 
-def _backend_models() -> list[str]:
+def _backend_models() -> dict[str, list[str]]:
     """The models of a local backend that is running now (never started for this: QGIS
     is loading its providers). A remote backend's come when the dock connects."""
     from qgis.core import QgsSettings
@@ -46,12 +46,12 @@ def _backend_models() -> list[str]:
 
     settings = QgsSettings()
     if settings.value(PREFIX + "mode", "local") != "local":
-        return []
+        return {}
     client = find_running(settings.value(PREFIX + "state_dir", "") or default_state_dir())
     try:
-        return declared.model_choices(client.models()) if client is not None else []
+        return declared.model_choices(client.models()) if client is not None else {}
     except BackendError:
-        return []
+        return {}
 
 
 def offer_models(models: list[dict]) -> None:
@@ -61,7 +61,8 @@ def offer_models(models: list[dict]) -> None:
     choices = declared.model_choices(models)
     if choices == declared.KNOWN_MODELS:
         return
-    declared.KNOWN_MODELS[:] = choices
+    declared.KNOWN_MODELS.clear()
+    declared.KNOWN_MODELS.update(choices)
     provider = QgsApplication.processingRegistry().providerById("gfm")
     if provider is not None:
         provider.refreshAlgorithms()

@@ -45,12 +45,23 @@ labels = write_polygons(root / "labels.gpkg", geoms, names, scene.crs)
 finetune(FinetuneParams([raster], labels, "class", root / "model", config="tiny", device="cpu",
                         epochs=1, chips=8, batch_size=4, onnx=False))
 classify(ClassifyParams(raster, root / "model", root / "classified", device="cpu"))
+from gfm_backend.data.synthetic_change import make_change_pair, patch_polygons, write_pair
+from gfm_backend.tasks.change_finetune import finetune_change
+from gfm_backend.tasks.params import FinetuneChangeParams
+pair = make_change_pair(256, count=8, patch_px=32)
+before, after = write_pair(pair, root)
+geoms, kinds = patch_polygons(pair)
+changes = write_polygons(root / "changes.gpkg", geoms, kinds, pair.before.crs)
+finetune_change(FinetuneChangeParams(before, after, labels=changes, class_field="class",
+                                     out=root / "change-model", config="tiny", device="cpu",
+                                     epochs=1, chips=8, batch_size=4, onnx=False))
 """
 
 
 @pytest.fixture(scope="session")
 def backend_outputs(tmp_path_factory) -> Path:
-    """A scene, a model and classify outputs made by the real backend in its own venv."""
+    """A scene, a model and classify outputs made by the real backend in its own venv; a
+    synthetic change pair (before.tif, after.tif, changes.gpkg) and a change model."""
     import subprocess
 
     if not VENV_PY.exists():
@@ -73,6 +84,7 @@ def backend_server(tmp_path_factory, backend_outputs, qgis_app):
 
     state = tmp_path_factory.mktemp("state")
     shutil.copytree(backend_outputs / "model", state / "models" / "scene-model")
+    shutil.copytree(backend_outputs / "change-model", state / "models" / "change-model")
     client = start_local(str(VENV_PY), str(state), timeout_s=120)
     yield client, state
     info = json.loads((state / "server.json").read_text())

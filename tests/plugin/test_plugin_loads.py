@@ -17,19 +17,23 @@ def test_class_factory_loads_and_unloads(iface):
     plugin = gfm_plugin.classFactory(iface)
     plugin.initGui()
     assert [a.text() for a in plugin.actions] == [
-        "GFM panel", "Classify layer", "Fine-tune", "New training-labels layer", "Pretrain…",
+        "GFM panel", "Classify layer", "Fine-tune", "New training-labels layer",
+        "Detect changes", "Fine-tune for changes", "New change-labels layer", "Pretrain…",
         "Get weights…", "Set up backend…", "Settings…"]
     menu = [c.args for c in iface.addPluginToRasterMenu.call_args_list]
     assert [m[1].text() for m in menu[-len(plugin.actions):]] == [a.text() for a in plugin.actions]
-    (layer_menu,) = [c.args for c in iface.addCustomActionForLayerType.call_args_list
-                     if c.args[0] is plugin.layer_action]
-    assert layer_menu[0].text() == "Classify with GFM" and layer_menu[2:] == (RASTER_LAYER, True)
+    layer_menus = [c.args for c in iface.addCustomActionForLayerType.call_args_list
+                   if c.args[0] in plugin.layer_actions]
+    assert [m[0].text() for m in layer_menus] == [
+        "Classify with GFM", "Detect changes with GFM (as the later date)"]
+    assert all(m[2:] == (RASTER_LAYER, True) for m in layer_menus)
     iface.addDockWidget.assert_called()
     registry = QgsApplication.processingRegistry()
     provider = registry.providerById("gfm")
     assert provider is not None
     names = {a.id() for a in provider.algorithms()}
-    assert names == {"gfm:classify", "gfm:finetune", "gfm:geopile", "gfm:pretrain", "gfm:export"}
+    assert names == {"gfm:classify", "gfm:finetune", "gfm:geopile", "gfm:pretrain", "gfm:export",
+                     "gfm:detect_change", "gfm:finetune_change"}
     iface.mainWindow().show()  # the dock is a child of QGIS's window
     plugin.dock.show()
     QgsApplication.processEvents()
@@ -76,8 +80,44 @@ def test_classify_with_gfm_on_a_raster_layers_menu_classifies_that_layer(iface, 
         called = []
         plugin.controller.classify_current = lambda: called.append(plugin.dock.raster_combo.currentLayer())
         iface.activeLayer.return_value = layer
-        plugin.layer_action.trigger()
+        plugin.layer_actions[0].trigger()
         assert called == [layer]
+    finally:
+        iface.activeLayer.return_value = None
+        plugin.unload()
+        QgsProject.instance().removeAllMapLayers()
+
+
+def test_detect_changes_on_a_raster_layers_menu_takes_it_as_the_later_date(iface, tmp_path):
+    from osgeo import gdal
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    import gfm_plugin
+
+    layers = []
+    for name in ("earlier", "later"):
+        path = str(tmp_path / f"{name}.tif")
+        gdal.GetDriverByName("GTiff").Create(path, 8, 8, 3).FlushCache()
+        layers.append(QgsRasterLayer(path, name))
+    QgsProject.instance().addMapLayers(layers)
+    plugin = gfm_plugin.classFactory(iface)
+    plugin.initGui()
+    try:
+        box = plugin.dock.change
+        box.before_combo.setLayer(layers[0])
+        jobs = []
+        plugin.controller.run_job = lambda *args, **kw: jobs.append(args)
+        box.set_models([{"name": "cd", "path": "/models/cd",
+                         "model": {"name": "cd", "task": "change_detection"}},
+                        {"name": "lc", "path": "/models/lc", "model": {"task": "segmentation"}}])
+        assert box.model_combo.count() == 1  # change models only
+        iface.activeLayer.return_value = layers[1]
+        plugin.layer_actions[1].trigger()
+        assert box.after_combo.currentLayer() is layers[1] and not box.isCollapsed()
+        (title, job_type, params, _), = [a[:4] for a in jobs]
+        assert job_type == "detect-change" and title == "Detect changes earlier → later"
+        assert params["before"].endswith("earlier.tif") and params["after"].endswith("later.tif")
+        assert params["model"] == "/models/cd"
     finally:
         iface.activeLayer.return_value = None
         plugin.unload()

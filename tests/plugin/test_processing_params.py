@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-JOB_TYPES = ["classify", "finetune", "geopile", "pretrain", "export"]
+JOB_TYPES = ["classify", "finetune", "geopile", "pretrain", "export", "detect-change",
+             "finetune-change"]
 
 
 def _algorithm(job_type):
