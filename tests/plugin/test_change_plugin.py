@@ -13,7 +13,6 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
-
 from test_end_to_end import messages, wait_for  # tests/plugin is on sys.path
 
 
