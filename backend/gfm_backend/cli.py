@@ -69,30 +69,42 @@ def _job(name: str, help: str) -> tuple[Callable[..., None], Callable[..., dict[
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="fine-tune and classify a synthetic scene, end to end")
+    p = sub.add_parser("demo", help="fine-tune and classify a synthetic scene, and detect "
+                       "changes in a synthetic pair, end to end")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--task", choices=("all", "classify", "change"), default="all",
+                   help="which demo to run (default: both)")
 
 
 def _run_demo(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .tasks.demo import demo
+    from .tasks.demo_change import demo_change
 
-    r = demo(a.out, device=a.device, progress=progress)
-    acc = r["accuracy_on_pixels_not_drawn"]
-    return {"overall_accuracy_on_pixels_not_drawn": acc["overall_accuracy"],
-            "mean_iou": acc["mean_iou"], "preview": str(Path(a.out) / "preview.png"),
-            "outputs": str(a.out)}
+    result: dict[str, Any] = {"outputs": str(a.out)}
+    both = a.task == "all"
+    if a.task in ("all", "classify"):
+        r = demo(a.out, device=a.device, progress=progress.span(0, 0.5 if both else 1))
+        acc = r["accuracy_on_pixels_not_drawn"]
+        result |= {"overall_accuracy_on_pixels_not_drawn": acc["overall_accuracy"],
+                   "mean_iou": acc["mean_iou"], "preview": str(Path(a.out) / "preview.png")}
+    if a.task in ("all", "change"):
+        c = demo_change(Path(a.out) / "change", device=a.device,
+                        progress=progress.span(0.5 if both else 0, 1))
+        result["change"] = {"f1_on_unseen_part": c["scores_on_unseen_right_part"]["change"]["f1"],
+                            "preview": str(Path(a.out) / "change" / "change_preview.png")}
+    return result
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks (speed and memory)")
-    p.add_argument("what", choices=("classify", "pretrain"))
+    p.add_argument("what", choices=("classify", "change", "pretrain"))
     p.add_argument("--out", type=Path, default=Path("bench-out"))
-    p.add_argument("--size", type=int, default=4096, help="classify: raster width and height (px)")
-    p.add_argument("--configs", nargs="+", default=["tiny", "base"], help="classify: encoders")
-    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx"], help="classify: runtimes")
+    p.add_argument("--size", type=int, default=4096, help="classify, change: raster width and height (px)")
+    p.add_argument("--configs", nargs="+", default=["tiny", "base"], help="classify, change: encoders")
+    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx"], help="classify, change: runtimes")
     p.add_argument("--repeat", type=int, default=1,
-                   help="classify: runs of each side, the best counts (noisy machines)")
+                   help="classify, change: runs of each side, the best counts (noisy machines)")
     p.add_argument("--config", default="base", help="pretrain: encoder config")
     p.add_argument("--batch", type=int, default=128, help="pretrain: images per step")
     p.add_argument("--steps", type=int, default=10, help="pretrain: timed steps")
@@ -113,8 +125,9 @@ def _run_bench(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         return bench_pretrain(a.config, batch=a.batch, steps=a.steps, device=a.device or "auto",
                               teacher=not a.no_teacher, attention=a.attention,
                               compile_blocks=a.compile_blocks, pile=a.pile, progress=progress)
+    task = "change_detection" if a.what == "change" else "segmentation"
     return bench_classify(a.out, size=a.size, configs=a.configs, runtimes=a.runtimes,
-                          device=a.device or "cpu", repeat=a.repeat, progress=progress)
+                          device=a.device or "cpu", repeat=a.repeat, progress=progress, task=task)
 
 
 AddFn = Callable[[Any], None]

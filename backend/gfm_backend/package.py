@@ -184,21 +184,29 @@ def _conventional_color(name: str) -> str | None:
     return None
 
 
+def _distinct(color: str, taken: list[str], min_distance: float = 90.0) -> bool:
+    """Far enough (RGB distance) from every colour taken to tell apart on a map."""
+    def rgb(c: str) -> tuple[int, ...]:
+        return tuple(int(c[i : i + 2], 16) for i in (1, 3, 5))
+
+    return all(math.dist(rgb(color), rgb(t)) >= min_distance for t in taken)
+
+
 def default_classes(names: list[str], background: bool = False) -> list[ClassInfo]:
     """Class list with ids in order: conventional colours for common land-cover names,
-    distinct palette colours otherwise; `background` greys out class 0."""
-    out: list[ClassInfo] = []
-    spare = iter(p for p in PALETTE * 4)
-    for i, name in enumerate(names):
-        if background and i == 0:
-            color = BACKGROUND_COLOR
-        else:
-            found = _conventional_color(str(name))
-            if found is None or found in {c.color for c in out}:
-                found = next(c for c in spare if c not in {o.color for o in out})
-            color = found
-        out.append(ClassInfo(id=i, name=str(name), color=color))
-    return out
+    then distinct palette colours for the others (none too close to another, while the
+    palette lasts); `background` greys out class 0."""
+    colors: dict[int, str] = {0: BACKGROUND_COLOR} if background and names else {}
+    for i, name in enumerate(names):  # conventional colours first: "building" stays red
+        found = _conventional_color(str(name))
+        if i not in colors and found is not None and _distinct(found, list(colors.values())):
+            colors[i] = found
+    for i in range(len(names)):
+        if i not in colors:
+            taken = list(colors.values())
+            spare = [p for p in PALETTE if p not in taken] or list(PALETTE)
+            colors[i] = next((p for p in spare if _distinct(p, taken)), spare[0])
+    return [ClassInfo(id=i, name=str(n), color=colors[i]) for i, n in enumerate(names)]
 
 
 def read_spec(model_dir: Path) -> ModelSpec:

@@ -1,9 +1,10 @@
-"""`gfm bench classify`: end-to-end classify throughput against the network alone.
+"""`gfm bench classify` and `gfm bench change`: end-to-end throughput against the network alone.
 
-For each encoder config and runtime: end-to-end MPix/s of a real `gfm classify` run
-(in a child process, so its peak RSS is its own; the one-off model load and the
-vectorizing are timed apart), model-only MPix/s of the same number of tiles through the
-network alone, their ratio, and peak RSS. Figures, not tests.
+For each encoder config and runtime: end-to-end MPix/s of a real `gfm classify` (or
+`gfm detect-change`) run (in a child process, so its peak RSS is its own; the one-off
+model load and the vectorizing are timed apart), model-only MPix/s of the same number of
+tiles through the network alone (for a change model: both dates, two encoder passes per
+tile), their ratio, and peak RSS. Figures, not tests.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import rasterio
 
 from ..atomic import atomic_path
 from ..data.synthetic import SCENE_CLASSES, make_scene, write_scene
+from ..data.synthetic_change import CHANGE_CLASSES
 from ..errors import InputError
 from ..models import CONFIGS, build_encoder
 from ..models.network import build_network, default_head_channels, save_network
@@ -53,13 +55,26 @@ def make_bench_raster(path: Path, size: int) -> Path:
     return path
 
 
-def make_bench_model(model_dir: Path, config: str) -> Path:
+def make_bench_after(before: Path, path: Path) -> Path:
+    """The later date of the bench pair: BEFORE brighter (same grid), written block by block."""
+    if path.exists():
+        return path
+    with rasterio.open(before) as src, atomic_path(path, suffix=".tif") as tmp:
+        with rasterio.open(tmp, "w", **src.profile) as dst:
+            for _, window in src.block_windows(1):
+                block = src.read(window=window).astype(np.int16) + 20
+                dst.write(np.clip(block, 0, 255).astype(np.uint8), window=window)
+    return path
+
+
+def make_bench_model(model_dir: Path, config: str, task: str = "segmentation") -> Path:
     """A model package with random weights of the given encoder shape (speed only)."""
     if (model_dir / "model.json").exists():
         return model_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     enc = build_encoder(copy.deepcopy(CONFIGS[config]))
-    spec = ModelSpec(task="segmentation", classes=default_classes(list(SCENE_CLASSES)),
+    names = list(CHANGE_CLASSES) if task == "change_detection" else list(SCENE_CLASSES)
+    spec = ModelSpec(task=task, classes=default_classes(names),
                      encoder=enc.config.to_json(), gsd_m=0.5, tile_size=enc.config.img_size,
                      tile_overlap=enc.config.img_size // 4,
                      head={"type": "upernet", "channels": default_head_channels(enc.config.embed_dim)},
@@ -77,8 +92,8 @@ def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: i
 
     spec = read_spec(model_dir)
     predictor = make_predictor(model_dir, spec, runtime, device)
-    x = np.random.default_rng(0).standard_normal(
-        (batch, len(spec.bands), spec.tile_size, spec.tile_size)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(  # a change model: both dates' channels
+        (batch, len(spec.bands) * spec.inputs, spec.tile_size, spec.tile_size)).astype(np.float32)
     predictor(x)
     t0 = time.perf_counter()
     done = 0
@@ -89,19 +104,21 @@ def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: i
     return time.perf_counter() - t0
 
 
-def _classify_run(raster: Path, model: Path, result_dir: Path, runtime: str, device: str,
-                  batch: int) -> tuple[dict[str, Any], float]:
-    """A real `gfm classify` in a child process: its report and wall seconds."""
+def _job_run(inputs: list[Path], model: Path, result_dir: Path, runtime: str, device: str,
+             batch: int) -> tuple[dict[str, Any], float]:
+    """A real `gfm classify RASTER` (or `gfm detect-change BEFORE AFTER`) in a child
+    process: its report and wall seconds."""
+    command = "classify" if len(inputs) == 1 else "detect-change"
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "gfm_backend.cli", "--quiet", "classify", str(raster),
+        [sys.executable, "-m", "gfm_backend.cli", "--quiet", command, *map(str, inputs),
          "--model", str(model), "--out", str(result_dir), "--runtime", runtime,
          "--device", device, "--batch-size", str(batch), "--overwrite"],
         capture_output=True, text=True,
     )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"classify failed for {model.name}/{runtime}: {proc.stderr[-2000:]}")
+        raise RuntimeError(f"{command} failed for {model.name}/{runtime}: {proc.stderr[-2000:]}")
     return json.loads((result_dir / "report.json").read_text()), wall
 
 
@@ -114,23 +131,29 @@ def _streaming_s(report: dict[str, Any]) -> float:
 
 def bench_classify(out: Path, size: int = 4096, configs: list[str] | None = None,
                    runtimes: list[str] | None = None, device: str = "cpu", batch: int = 8,
-                   repeat: int = 1, progress: Progress | None = None) -> dict[str, Any]:
+                   repeat: int = 1, progress: Progress | None = None,
+                   task: str = "segmentation") -> dict[str, Any]:
+    """`task` change_detection benches `gfm detect-change` on a pair of `size` px dates."""
     progress = progress or silent()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     raster = make_bench_raster(out / f"bench_{size}.tif", size)
+    inputs = [raster] if task == "segmentation" else [
+        raster, make_bench_after(raster, out / f"bench_{size}_after.tif")]
+    kind = "classified" if task == "segmentation" else "changes"
     mpix = size * size / 1e6
     rows = []
     cases = [(c, r) for c in (configs or ["tiny", "base"]) for r in (runtimes or ["torch", "onnx"])]
     for i, (config, runtime) in enumerate(cases):
         progress(i / len(cases), f"{config} / {runtime}")
-        model = make_bench_model(out / f"model_{config}", config)
+        suffix = "" if task == "segmentation" else "_change"
+        model = make_bench_model(out / f"model_{config}{suffix}", config, task)
         # best of `repeat` for each side: on a shared machine the slow runs measure the
         # neighbours, and alternating the two sides exposes both to the same conditions
         runs = []
         for _ in range(max(repeat, 1)):
-            report, wall = _classify_run(raster, model, out / f"classified_{config}_{runtime}",
-                                         runtime, device, batch)
+            report, wall = _job_run(inputs, model, out / f"{kind}_{config}_{runtime}",
+                                    runtime, device, batch)
             runs.append((report, wall, _model_only(model, runtime, device, report["tiles"], batch)))
         report, wall, _ = min(runs, key=lambda r: _streaming_s(r[0]))
         raster_s = _streaming_s(report)
@@ -147,8 +170,9 @@ def bench_classify(out: Path, size: int = 4096, configs: list[str] | None = None
         })
         print(json.dumps(rows[-1]), file=sys.stderr)
     progress(1.0, "done")
-    result = {"raster": str(raster), "size": size, "device": device, "results": rows}
-    (out / "bench_classify.json").write_text(json.dumps(result, indent=2))
+    result = {"raster": str(raster), "size": size, "device": device, "task": task, "results": rows}
+    name = "bench_classify.json" if task == "segmentation" else "bench_change.json"
+    (out / name).write_text(json.dumps(result, indent=2))
     return result
 
 

@@ -38,3 +38,14 @@ def test_bench_classify_runs_real_classify_and_the_network_alone(tmp_path):
     assert row["load_model_s"] >= 0 and row["peak_rss_mb"] > 0
     assert (tmp_path / "bench_classify.json").exists()
     assert (tmp_path / "classified_tiny_onnx" / "polygons.gpkg").exists()
+
+
+def test_bench_change_runs_real_detect_change_and_the_network_alone(tmp_path):
+    r = bench_classify(tmp_path, size=300, configs=["tiny"], runtimes=["torch"],
+                       task="change_detection")
+
+    (row,) = r["results"]
+    assert r["task"] == "change_detection" and row["tiles"] > 1
+    assert row["end_to_end_mpix_s"] > 0 and row["model_only_mpix_s"] > 0 and row["ratio"] > 0
+    assert (tmp_path / "bench_change.json").exists()
+    assert (tmp_path / "changes_tiny_torch" / "change.tif").exists()
