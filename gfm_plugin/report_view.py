@@ -23,6 +23,13 @@ def report_html(job: dict) -> str:
     validation = outputs.get("validation") or {}
     if validation:
         lines.append(_scores(validation))
+    change = outputs.get("change") or {}
+    if change:  # a change model: any change against no change, on the held-out polygons
+        lines.append("change: " + ", ".join(
+            f"{key} {'n/a' if change.get(key) is None else f'{change[key]:.2f}'}"
+            for key in ("f1", "precision", "recall")))
+    if job.get("type") == "detect-change" and outputs.get("polygon_count") is not None:
+        lines.append(f"{outputs['polygon_count']} changed regions")
     areas = outputs.get("class_area_m2") or {}
     if areas:
         lines.append("area: " + ", ".join(f"{html.escape(k)} {v / 1e4:.2f} ha"

@@ -145,6 +145,40 @@ def workflow_steps():
     shot("backend_restarted")
     yield from processing_steps()
     yield from web_mercator_steps(controller, dock)
+    yield from change_steps(dock)
+
+
+def change_steps(dock):
+    """Two dates, the Detect changes group unfolded, detection from the later date's
+    context-menu action; the styled group named after the pair."""
+    plugin = plugins["gfm_plugin"]
+    before = QgsRasterLayer(CONFIG["before"], "before")
+    after = QgsRasterLayer(CONFIG["after"], "after")
+    QgsProject.instance().addMapLayers([before, after])
+    iface.mapCanvas().setDestinationCrs(before.crs())
+    iface.mapCanvas().setExtent(before.extent())
+    box = dock.change
+    box.setCollapsed(False)
+    box.before_combo.setLayer(before)
+    plugin.controller.refresh_models()
+    RESULTS["change_models"] = [box.model_combo.itemText(i) for i in range(box.model_combo.count())]
+    yield 1.0
+    layout_checks("change")
+    dock.findChild(QScrollArea).ensureWidgetVisible(box.detect_button)
+    shot("change_group")
+    iface.setActiveLayer(after)
+    action = next(a for a in plugin.layer_actions if a.text().startswith("Detect changes"))
+    action.trigger()
+    RESULTS["change_detected_s"] = yield from wait_until(
+        lambda: QgsProject.instance().layerTreeRoot().findGroup("before → after") is not None, 180)
+    group = QgsProject.instance().layerTreeRoot().findGroup("before → after")
+    RESULTS["change_layers"] = [n.layer().name() for n in group.findLayers()] if group else []
+    for layer in (before, after):
+        QgsProject.instance().layerTreeRoot().findLayer(layer.id()).setItemVisibilityChecked(False)
+    after_node = QgsProject.instance().layerTreeRoot().findLayer(after.id())
+    after_node.setItemVisibilityChecked(True)
+    yield 2.0
+    shot("change_detected")
 
 
 def processing_steps():

@@ -81,6 +81,7 @@ def desktop_backend(tmp_path, backend_outputs):
 
     state = tmp_path / "state"
     shutil.copytree(backend_outputs / "model", state / "models" / "scene-model")
+    shutil.copytree(backend_outputs / "change-model", state / "models" / "change-model")
     start_local(str(VENV_PY), str(state), timeout_s=120)
     yield state
     try:
@@ -114,7 +115,8 @@ def test_an_analysts_session_on_a_1280x800_screen(tmp_path, plugin_zip, backend_
     results = _run_desktop(tmp_path, "1280x800", plugin_zip, {
         "workflow": True, "state_dir": str(desktop_backend), "python": str(VENV_PY),
         "scene": str(backend_outputs / "scene.tif"), "labels": str(backend_outputs / "labels.gpkg"),
-        "model": "scene-model", "mercator": str(mercator)})
+        "model": "scene-model", "mercator": str(mercator),
+        "before": str(backend_outputs / "before.tif"), "after": str(backend_outputs / "after.tif")})
     _layout_ok(results, "dock")
     _layout_ok(results, "toolbox")
     assert results["connected_at_start_s"] is not None  # a known backend: connected by itself
@@ -135,6 +137,10 @@ def test_an_analysts_session_on_a_1280x800_screen(tmp_path, plugin_zip, backend_
     assert results["webmercator_pixel"] == pytest.approx(0.5 / math.cos(math.radians(lat)), rel=5e-3)
     assert "classify" in " ".join(t for t, _ in results["jobs"])
     assert "classify</b> succeeded" in results["report"] and " ha" in results["report"]
+    _layout_ok(results, "change")  # the Detect changes group unfolded
+    assert results["change_models"] == ["change-model"]
+    assert results["change_detected_s"] is not None
+    assert results["change_layers"] == ["changed regions", "change", "confidence"]
 
 
 def test_a_remote_classify_of_a_raster_only_the_client_has(tmp_path, plugin_zip, backend_outputs):

@@ -102,6 +102,17 @@ def test_the_report_says_no_validation_pixels_instead_of_zero():
     assert "mIoU 0.50" in text and "pixel size 2 m" in text and "12.5 s" in text
 
 
+def test_the_report_of_change_jobs_gives_f1_and_changed_regions():
+    trained = {"type": "finetune-change", "state": "succeeded", "message": "done",
+               "outputs": {"validation": {"mean_iou": 0.7, "iou": {"no change": 0.98}},
+                           "change": {"f1": 0.81, "precision": 0.9, "recall": None}}}
+    assert "change: f1 0.81, precision 0.90, recall n/a" in report_html(trained)
+    detected = {"type": "detect-change", "state": "succeeded", "message": "done",
+                "outputs": {"polygon_count": 12, "class_area_m2": {"cleared": 25000.0}}}
+    text = report_html(detected)
+    assert "12 changed regions" in text and "cleared 2.50 ha" in text
+
+
 def test_errors_replace_each_other_instead_of_piling_up(qgis_app):
     bar = QgsMessageBar()
 

@@ -5,6 +5,8 @@ band order. The result of change detection is on BEFORE's grid; AFTER is seen th
 GDAL warped VRT with BEFORE's CRS and transform, so each window read warps only that
 window (never the whole image). Only where the two overlap is processed: `Pair.window`
 is that part of BEFORE, and a pair that does not overlap is refused naming both files.
+A pair already on one grid (same CRS, pixel size and alignment, any extents) is read
+without the warper.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ class Pair:
     """BEFORE, AFTER on BEFORE's grid, the overlap window and which bands to read."""
 
     before: rasterio.DatasetReader
-    after: WarpedVRT
+    after: rasterio.DatasetReader | WarpedVRT
     window: Window  # the overlap, in BEFORE's pixels
     before_bands: list[int]
     after_bands: list[int]
+    after_offset: tuple[int, int] = (0, 0)  # BEFORE's pixel (0, 0) in AFTER's pixels
 
     @property
     def transform(self) -> rasterio.Affine:
@@ -48,7 +51,9 @@ class Pair:
         """Both dates for `window` (BEFORE's pixels): bands (2 x bands, h, w) stacked BEFORE
         then AFTER, valid where both dates have data inside the overlap."""
         raw_b, valid_b = read_window(self.before, self.before_bands, window, out_size)
-        raw_a, valid_a = read_window(self.after, self.after_bands, window, out_size)
+        dc, dr = self.after_offset
+        shifted = Window(window.col_off + dc, window.row_off + dr, window.width, window.height)
+        raw_a, valid_a = read_window(self.after, self.after_bands, shifted, out_size)
         if raw_a.dtype != raw_b.dtype:
             raw_a, raw_b = raw_a.astype(np.float32), raw_b.astype(np.float32)
         return np.concatenate([raw_b, raw_a]), valid_b & valid_a & self._inside(window)
@@ -113,6 +118,20 @@ def match_after_bands(before: rasterio.DatasetReader, after: rasterio.DatasetRea
     return given
 
 
+def same_grid_offset(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
+                     tolerance: float = 1e-6) -> tuple[int, int] | None:
+    """Where BEFORE's first pixel is in AFTER's pixels, when both share one CRS, pixel size
+    and pixel alignment (AFTER is then read as it is: no warp); None otherwise."""
+    a, b = after.transform, before.transform
+    if after.crs != before.crs or not np.allclose(
+            (a.a, a.b, a.d, a.e), (b.a, b.b, b.d, b.e), rtol=0, atol=tolerance * abs(b.a)):
+        return None
+    col, row = ~a * (b.c, b.f)
+    if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+        return None
+    return int(round(col)), int(round(row))
+
+
 @contextmanager
 def open_pair(before_path: Path | str, after_path: Path | str, before_bands: list[int],
               after_bands: list[int] | None = None) -> Iterator[Pair]:
@@ -122,6 +141,10 @@ def open_pair(before_path: Path | str, after_path: Path | str, before_bands: lis
         after_src = stack.enter_context(open_raster(after_path))
         window = overlap_window(before, after_src, before_path, after_path)
         bands = match_after_bands(before, after_src, before_bands, after_path, after_bands)
+        offset = same_grid_offset(before, after_src)
+        if offset is not None:  # one grid (shifted by whole pixels): no warp at all
+            yield Pair(before, after_src, window, list(before_bands), bands, offset)
+            return
         # without a nodata value an alpha band says where AFTER's footprint ends
         after = stack.enter_context(WarpedVRT(
             after_src, crs=before.crs, transform=before.transform, width=before.width,

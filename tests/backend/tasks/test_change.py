@@ -249,3 +249,20 @@ def test_real_sample_as_before_with_pasted_changes(real_data, tmp_path):
     right[:, 300:] = truth[:, 300:]
     scores = change_scores(confusion(pred, right, 2), ["no change", "change"])
     assert scores["change"]["f1"] is not None and scores["change"]["f1"] > 0.3, scores
+
+
+def test_a_pair_on_one_grid_is_read_without_the_warper(pair, tmp_path):
+    from gfm_backend.data.pair import open_pair
+
+    shifted = tmp_path / "after-shifted.tif"  # the same grid, its extent 40 px to the right
+    with rasterio.open(pair["after"]) as src:
+        profile = src.profile | {"transform": src.transform * rasterio.Affine.translation(40, 0)}
+        with rasterio.open(shifted, "w", **profile) as dst:
+            dst.write(src.read())
+    with open_pair(pair["before"], shifted, [1, 2, 3]) as direct:
+        assert direct.after_offset == (-40, 0) and direct.window.col_off == 40
+        raw, valid = direct.read_overlap(rasterio.windows.Window(0, 0, 64, 64))
+    with rasterio.open(pair["before"]) as b, rasterio.open(pair["after"]) as a:
+        assert (raw[:3] == b.read(window=rasterio.windows.Window(40, 0, 64, 64))).all()
+        assert (raw[3:] == a.read(window=rasterio.windows.Window(0, 0, 64, 64))).all()
+    assert valid.all()
