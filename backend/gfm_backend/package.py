@@ -17,7 +17,8 @@ from typing import Any
 from .errors import InputError
 
 FORMAT_VERSION = 1
-TASKS = ("segmentation", "scene_classification", "change_detection")
+CHANGE_TASK = "change_detection"
+TASKS = ("segmentation", "scene_classification", CHANGE_TASK)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -120,7 +121,7 @@ class ModelSpec:
     @property
     def inputs(self) -> int:
         """Images the network takes: two dates for change detection, else one."""
-        return 2 if self.task == "change_detection" else 1
+        return 2 if self.task == CHANGE_TASK else 1
 
     def input_scaling(self) -> tuple[list[float], list[float]]:
         """(offset, scale) per input channel: BEFORE's bands, then AFTER's for a pair."""
@@ -223,6 +224,15 @@ def read_spec(model_dir: Path) -> ModelSpec:
         raise InputError(path, f"invalid model description: {exc}") from exc
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
+
+
+def read_change_spec(model_dir: Path) -> ModelSpec:
+    """`read_spec`, refusing a model of another task (naming the folder)."""
+    spec = read_spec(model_dir)
+    if spec.task != CHANGE_TASK:
+        raise InputError(model_dir, f"is a {spec.task.replace('_', ' ')} model, not a change "
+                         "model; train one with gfm finetune-change")
+    return spec
 
 
 def write_spec(model_dir: Path, spec: ModelSpec) -> Path:

@@ -43,14 +43,14 @@ def test_dock_draws_fine_tunes_and_detects_changes(plugin, backend_outputs, ifac
     box.model_name_edit.setText("my-changes")
     task = plugin.change.finetune()
     wait_for(task)
-    assert task.info["state"] == "succeeded", task.error
+    assert task.info.get("state") == "succeeded", (task.error, task.info)
     assert task.params["class_field"] == "class" and labels.isEditable()
     assert any("change model my-changes trained; change F1" in m for m in messages(iface))
     assert box.model_combo.count() == 2
     box.model_combo.setCurrentIndex(box.model_combo.findText("my-changes"))
     task = plugin.change.detect()
     wait_for(task)
-    assert task.info["state"] == "succeeded", task.error
+    assert task.info.get("state") == "succeeded", (task.error, task.info)
     group = QgsProject.instance().layerTreeRoot().findGroup("before → after")
     assert group is not None
     assert [n.layer().name() for n in group.findLayers()] == ["changed regions", "change",

@@ -84,6 +84,11 @@ def _ground_pixel_size(ds: rasterio.DatasetReader) -> float | None:
     return size if math.isfinite(size) and size > 0 else None
 
 
+def default_bands(ds: rasterio.DatasetReader) -> list[int]:
+    """RGB models read bands 1-3; a single-band raster is repeated into three."""
+    return [1, 2, 3] if ds.count >= 3 else [1, 1, 1]
+
+
 def check_bands(ds: rasterio.DatasetReader, spec: ModelSpec, path: Path | str) -> None:
     missing = [b for b in spec.bands if b < 1 or b > ds.count]
     if missing:

@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..package import CHANGE_TASK
 from .heads import UPerNetHead, conv_bn_relu
 from .swin import SwinEncoder
-
-CHANGE_TASK = "change_detection"
 
 
 class ChangeHead(nn.Module):

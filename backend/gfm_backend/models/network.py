@@ -17,8 +17,8 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from ..package import ModelSpec
-from .change import CHANGE_TASK, ChangeHead, ChangeNetwork
+from ..package import CHANGE_TASK, ModelSpec
+from .change import ChangeHead, ChangeNetwork
 from .heads import SceneHead, UPerNetHead
 from .swin import EncoderConfig, SwinEncoder, build_encoder
 

@@ -264,10 +264,10 @@ def _check_pair(p: dict[str, Any], bands: list[int]) -> None:
 
 
 def _check_detect_change(p: dict[str, Any]) -> None:
-    from ..tasks.change_detect import change_model
+    from ..package import read_change_spec
 
     try:
-        spec = change_model(Path(p["model"]))
+        spec = read_change_spec(Path(p["model"]))
     except InputError as exc:
         raise ParamError("model", str(exc)) from exc
     _check_pair(p, spec.bands)
@@ -289,8 +289,7 @@ DETECT_CHANGE = register(JobType(
 
 
 def _check_finetune_change(p: dict[str, Any]) -> None:
-    from ..data.raster import open_raster
-    from ..tasks.finetune import default_bands
+    from ..data.raster import default_bands, open_raster
 
     _check_class_field(p)
     with open_raster(p["before"]) as ds:

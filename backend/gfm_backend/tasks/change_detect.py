@@ -23,10 +23,8 @@ from ..data.raster import Normalizer, check_bands
 from ..data.styles import write_polygons_qml
 from ..data.vectorize import vectorize_classes
 from ..data.zonal import add_mean_field
-from ..errors import InputError
-from ..models.change import CHANGE_TASK
 from ..outputs import CHANGE, staged_output
-from ..package import ModelSpec, read_spec
+from ..package import ModelSpec, read_change_spec
 from ..progress import Progress, silent
 from ..runtime import Predictor, make_predictor
 from .classify import (
@@ -48,20 +46,11 @@ log = logging.getLogger(__name__)
 CHANGE_TIF = "change.tif"
 
 
-def change_model(path: Path) -> ModelSpec:
-    """The package's spec, refusing a model of another task (naming the folder)."""
-    spec = read_spec(path)
-    if spec.task != CHANGE_TASK:
-        raise InputError(path, f"is a {spec.task.replace('_', ' ')} model, not a change model; "
-                         "train one with gfm finetune-change")
-    return spec
-
-
 def detect_change(params: DetectChangeParams, progress: Progress | None = None) -> dict[str, Any]:
     """Run the change-detection job; returns the report also written to report.json."""
     progress = progress or silent()
     t0 = time.perf_counter()
-    spec = change_model(params.model)
+    spec = read_change_spec(params.model)
     inputs = {"before": params.before, "after": params.after, "model": params.model}
     with staged_output(params.out, CHANGE, params.overwrite, inputs, last=(REPORT_JSON,)) as stage, \
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \

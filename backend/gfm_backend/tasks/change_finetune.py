@@ -22,15 +22,14 @@ import rasterio
 
 from ..data.chips import ChipReader
 from ..data.pair import open_pair
-from ..data.raster import pixel_size_m
-from ..models.change import CHANGE_TASK
+from ..data.raster import default_bands, pixel_size_m
 from ..models.network import default_head_channels
 from ..outputs import MODEL, staged_output
-from ..package import ModelSpec, default_classes
+from ..package import CHANGE_TASK, ModelSpec, default_classes
 from ..progress import Progress, silent
 from .change_augment import change_augment
 from .change_scores import change_scores
-from .finetune import TrainingSetup, default_bands, input_scaling, train_package
+from .finetune import TrainingSetup, input_scaling, train_package
 from .params import FinetuneChangeParams
 
 NO_CHANGE, CHANGE = "no change", "change"

@@ -38,6 +38,7 @@ from ..data.chips import (
 from ..data.labels import class_names, read_labels, reproject_geoms, value_name
 from ..data.raster import (
     Normalizer,
+    default_bands,
     open_raster,
     percentile_stretch,
     pixel_size_m,
@@ -65,11 +66,6 @@ def input_scaling(ds: rasterio.DatasetReader, bands: list[int]) -> tuple[list[fl
         return [0.0] * len(bands), [255.0] * len(bands)
     stretch = percentile_stretch(ds, bands)
     return [lo for lo, _ in stretch], [hi - lo for lo, hi in stretch]
-
-
-def default_bands(ds: rasterio.DatasetReader) -> list[int]:
-    """RGB models read bands 1-3; a single-band raster is repeated into three."""
-    return [1, 2, 3] if ds.count >= 3 else [1, 1, 1]
 
 
 def make_encoder(params: TrainingParams, tile: int | None):

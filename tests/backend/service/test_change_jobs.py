@@ -88,3 +88,29 @@ def test_wrong_after_bands_are_a_400(server: Server, laptop, tmp_path):
         "labels": str(laptop["labels"]), "after_bands": [1, 2, 9], "out": str(tmp_path / "m")}})
     assert r.status_code == 400 and r.json()["field"] == "after_bands"
     assert "no band 9" in r.json()["detail"]
+
+
+def test_checking_a_change_job_before_queueing_never_loads_torch(laptop, tmp_path):
+    """The checks run while the client waits for POST /jobs: importing the ML stack there
+    took longer than the plugin waits (a first submit timed out)."""
+    import subprocess
+    import sys
+
+    from gfm_backend.tasks.change_finetune import finetune_change
+    from gfm_backend.tasks.params import FinetuneChangeParams
+
+    model = tmp_path / "model"
+    finetune_change(FinetuneChangeParams(
+        before=laptop["before"], after=laptop["after"], labels=laptop["labels"], out=model,
+        config="tiny", device="cpu", epochs=0, chips=4, no_onnx=True))
+    code = (
+        "import sys\n"
+        "from gfm_backend.service.jobs import get_job_type\n"
+        f"p = {{'before': {str(laptop['before'])!r}, 'after': {str(laptop['after'])!r}}}\n"
+        f"get_job_type('detect-change').validate(p | {{'model': {str(model)!r}, "
+        f"'out': {str(tmp_path / 'a')!r}}})\n"
+        f"get_job_type('finetune-change').validate(p | {{'labels': {str(laptop['labels'])!r}, "
+        f"'class_field': 'class', 'out': {str(tmp_path / 'b')!r}}})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
