@@ -173,10 +173,9 @@ def change_steps(dock):
         lambda: QgsProject.instance().layerTreeRoot().findGroup("before → after") is not None, 180)
     group = QgsProject.instance().layerTreeRoot().findGroup("before → after")
     RESULTS["change_layers"] = [n.layer().name() for n in group.findLayers()] if group else []
-    for layer in (before, after):
-        QgsProject.instance().layerTreeRoot().findLayer(layer.id()).setItemVisibilityChecked(False)
-    after_node = QgsProject.instance().layerTreeRoot().findLayer(after.id())
-    after_node.setItemVisibilityChecked(True)
+    root = QgsProject.instance().layerTreeRoot()
+    for node in root.children():  # the pair's result over the later image, nothing else
+        node.setItemVisibilityChecked(node is group or node is root.findLayer(after.id()))
     yield 2.0
     shot("change_detected")
 

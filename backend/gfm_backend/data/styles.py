@@ -53,8 +53,11 @@ def write_category_names(tif_path: Path | str, classes: list[ClassInfo], nodata:
     return path
 
 
-def write_raster_qml(qml_path: Path | str, classes: list[ClassInfo], nodata: int = 255) -> Path:
-    """Paletted style for classes.tif: one legend entry per class with its name and colour."""
+def write_raster_qml(qml_path: Path | str, classes: list[ClassInfo], nodata: int = 255,
+                     see_through: frozenset[int] = frozenset()) -> Path:
+    """Paletted style for classes.tif: one legend entry per class with its name and colour
+    (`see_through` classes listed but transparent: a GeoTIFF palette has no alpha, so only
+    the style can let a change map's "no change" show the image below)."""
     root = _qgis_root("AllStyleCategories")
     pipe = ET.SubElement(root, "pipe")
     renderer = _raster_renderer(pipe, "paletted")
@@ -63,7 +66,7 @@ def write_raster_qml(qml_path: Path | str, classes: list[ClassInfo], nodata: int
         if c.id == nodata:
             continue
         ET.SubElement(palette, "paletteEntry", value=str(c.id), color=_hex(c.rgb),
-                      label=c.name, alpha="255")
+                      label=c.name, alpha="0" if c.id in see_through else "255")
     _raster_pipe_tail(pipe)
     ET.SubElement(root, "blendMode").text = "0"
     _write_xml(Path(qml_path), root)

@@ -44,6 +44,7 @@ from .tiling import Grid, StripWriter, TileRun, stream_tiles
 
 log = logging.getLogger(__name__)
 CHANGE_TIF = "change.tif"
+NO_CHANGE = frozenset({0})  # class 0: transparent on the map, no polygons
 
 
 def detect_change(params: DetectChangeParams, progress: Progress | None = None) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def detect_change(params: DetectChangeParams, progress: Progress | None = None) 
         report = _detect(pair, spec, predictor, params, stage, progress.span(0, 0.9))
         del predictor
         report["timings_s"]["load_model"] = load_s
-        report["timings_s"]["cog"] = finish_rasters(stage, CHANGE_TIF, spec.classes)
+        report["timings_s"]["cog"] = finish_rasters(stage, CHANGE_TIF, spec.classes, NO_CHANGE)
         report["peak_rss_mb_rasters"] = peak_rss_mb()
         tv = time.perf_counter()
         report["polygon_count"] = _changed_regions(stage, spec, params, progress.span(0.9, 1.0))
@@ -107,7 +108,7 @@ def _changed_regions(stage: Path, spec: ModelSpec, params: DetectChangeParams,
     each with its mean confidence."""
     count = vectorize_classes(stage / CHANGE_TIF, stage / POLYGONS_GPKG, spec.classes,
                               min_area_m2=params.min_area, simplify_tolerance=params.simplify,
-                              skip_classes=frozenset({0}), progress=progress)
+                              skip_classes=NO_CHANGE, progress=progress)
     add_mean_field(stage / POLYGONS_GPKG, stage / CONFIDENCE_TIF, "mean_confidence")
     write_polygons_qml(stage / "polygons.qml", spec.classes)
     return count

@@ -109,13 +109,15 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
     return report
 
 
-def finish_rasters(stage: Path, classes_tif: str, classes: list[ClassInfo]) -> float:
+def finish_rasters(stage: Path, classes_tif: str, classes: list[ClassInfo],
+                   see_through: frozenset[int] = frozenset()) -> float:
     """Class and confidence rasters as COGs with class names and QGIS styles; seconds taken."""
     tc = time.perf_counter()
     to_cog(stage / classes_tif, "mode")
     to_cog(stage / CONFIDENCE_TIF, "average")
     write_category_names(stage / classes_tif, classes)
-    write_raster_qml(stage / Path(classes_tif).with_suffix(".qml").name, classes)
+    write_raster_qml(stage / Path(classes_tif).with_suffix(".qml").name, classes,
+                     see_through=see_through)
     write_confidence_qml(stage / "confidence.qml")
     return time.perf_counter() - tc
 

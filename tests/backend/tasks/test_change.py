@@ -98,6 +98,8 @@ def test_changes_are_found_where_nobody_drew_and_a_light_shift_is_no_change(pair
     assert set(fields[1]) <= {"new building", "cleared"}  # changed regions only
     assert np.all((fields[3] > 0.3) & (fields[3] <= 1.0))
     assert (out / "change.qml").is_file() and (out / "polygons.qml").is_file()
+    # no change shows the image below (in QGIS's style: a GeoTIFF palette has no alpha)
+    assert 'value="0" color="#d9d9d9" label="no change" alpha="0"' in (out / "change.qml").read_text()
 
 
 def test_torch_and_onnx_runtime_agree(pair, model, tmp_path):
