@@ -102,7 +102,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--size", type=int, default=4096, help="classify, change: raster width and height (px)")
     p.add_argument("--configs", nargs="+", default=["tiny", "base"], help="classify, change: encoders")
-    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx"], help="classify, change: runtimes")
+    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx", "onnx-int8"],
+                   help="classify, change: runtimes (each against the reference: training-chip "
+                   "tiles, fp32 torch)")
     p.add_argument("--repeat", type=int, default=1,
                    help="classify, change: runs of each side, the best counts (noisy machines)")
     p.add_argument("--config", default="base", help="pretrain: encoder config")

@@ -65,7 +65,8 @@ CLASSIFY = OutputKind("classify", "report.json", (
     "confidence.qml", "polygons.gpkg", "polygons.gpkg-*", "polygons.qml", "report.json"),
     "classification result")
 MODEL = OutputKind("model", "model.json", (
-    "model.json", "model.safetensors", "model.onnx", "report.json", "training_curve.png",
+    "model.json", "model.safetensors", "model.onnx", "model.int8.onnx", "report.json",
+    "training_curve.png",
     "confusion_matrix.png"), "model package")
 # files GIS tools add beside ours (GeoPackage journals, GDAL statistics and overviews)
 SIDE_SUFFIXES = ("-wal", "-shm", "-journal", ".aux.xml", ".ovr")

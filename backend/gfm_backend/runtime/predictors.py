@@ -19,8 +19,10 @@ from .device import describe_device, resolve_device
 if TYPE_CHECKING:
     import torch
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"  # MatMuls quantized to int8 (`gfm export --int8`)
+ONNX_FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_FILE}
 
 
 class Predictor(Protocol):
@@ -65,6 +67,8 @@ class OnnxPredictor:
         self.input_names = [i.name for i in self.session.get_inputs()]
         used = self.session.get_providers()[0].replace("ExecutionProvider", "")
         self.description = f"onnxruntime on {used}"
+        size = self.session.get_inputs()[0].shape[-1]
+        self.tile = size if isinstance(size, int) else None  # exported at one tile size
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         parts = np.split(batch, len(self.input_names), axis=1)
@@ -80,10 +84,19 @@ def make_predictor(
     if runtime == "torch":
         from ..models.network import load_network
 
-        return TorchPredictor(load_network(model_dir, spec), resolve_device(device))
-    if runtime == "onnx":
-        path = Path(model_dir) / ONNX_FILE
+        net = load_network(model_dir, spec)
+        if spec.task != "scene_classification" and net.encoder.config.img_size != spec.tile_size:
+            net.encoder.set_input_size(spec.tile_size)  # the inference tile, same window
+        return TorchPredictor(net, resolve_device(device))
+    if runtime in ONNX_FILES:
+        path = Path(model_dir) / ONNX_FILES[runtime]
         if not path.is_file():
-            raise InputError(model_dir, f"no {ONNX_FILE} in the model package; run `gfm export`")
-        return OnnxPredictor(path, device)
+            how = "gfm export --int8" if runtime == "onnx-int8" else "gfm export"
+            raise InputError(model_dir, f"no {path.name} in the model package; run `{how}`")
+        predictor = OnnxPredictor(path, device)
+        if predictor.tile is not None and predictor.tile != spec.tile_size:
+            raise InputError(path, f"was exported for {predictor.tile} px tiles, not "
+                             f"{spec.tile_size}: use that tile size, the torch runtime, or "
+                             f"`gfm export --tile-size {spec.tile_size}`")
+        return predictor
     raise GfmError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")

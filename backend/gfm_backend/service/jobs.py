@@ -200,9 +200,22 @@ def _check_classify(p: dict[str, Any]) -> None:
             check_bands(ds, spec, p["raster"])
         except InputError as exc:
             raise ParamError("raster", str(exc)) from exc
-    if p["runtime"] == "onnx" and not (Path(p["model"]) / "model.onnx").is_file():
-        raise ParamError("runtime", f"{p['model']} has no model.onnx; use runtime 'torch' or "
-                         "export the model first (an export job)")
+    _check_tiles(p, spec)
+
+
+def _check_tiles(p: dict[str, Any], spec: Any) -> None:
+    """The tiles can run (window grid, overlap), and the runtime's ONNX file is there."""
+    from ..runtime.predictors import ONNX_FILES
+
+    try:
+        spec.for_inference(p.get("tile_size"), p.get("tile_overlap"))
+    except ValueError as exc:
+        raise ParamError("tile_size" if "overlap" not in str(exc) else "tile_overlap",
+                         str(exc)) from exc
+    name = ONNX_FILES.get(p["runtime"])
+    if name and not (Path(p["model"]) / name).is_file():
+        raise ParamError("runtime", f"{p['model']} has no {name}; use runtime 'torch' or "
+                         f"export the model first (an export job{', int8' if 'int8' in name else ''})")
 
 
 def run_classify(params: ClassifyParams, progress: Progress) -> dict[str, Any]:
@@ -271,9 +284,7 @@ def _check_detect_change(p: dict[str, Any]) -> None:
     except InputError as exc:
         raise ParamError("model", str(exc)) from exc
     _check_pair(p, spec.bands)
-    if p["runtime"] == "onnx" and not (Path(p["model"]) / "model.onnx").is_file():
-        raise ParamError("runtime", f"{p['model']} has no model.onnx; use runtime 'torch' or "
-                         "export the model first (an export job)")
+    _check_tiles(p, spec)
 
 
 def run_detect_change(params: DetectChangeParams, progress: Progress) -> dict[str, Any]:
@@ -326,11 +337,13 @@ def _check_export(p: dict[str, Any]) -> None:
 
 
 def run_export(params: ExportParams, progress: Progress) -> dict[str, Any]:
-    from ..tasks.export import export
+    from ..tasks.export import int8_path
+    from ..tasks.export import run_export as export
 
     progress(0.0, "exporting to ONNX")
-    onnx = str(export(params.model_dir, params.out, params.overwrite))
-    return {"onnx": onnx, "files": {Path(onnx).name: onnx}}
+    onnx = export(params)
+    written = [onnx] + ([int8_path(onnx)] if params.int8 else [])
+    return {"onnx": str(onnx), "files": {p.name: str(p) for p in written}}
 
 
 EXPORT = register(JobType(

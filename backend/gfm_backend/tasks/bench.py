@@ -30,10 +30,10 @@ from ..data.synthetic_change import CHANGE_CLASSES
 from ..errors import InputError
 from ..models import CONFIGS, build_encoder
 from ..models.network import build_network, default_head_channels, save_network
-from ..package import ModelSpec, default_classes, write_spec
+from ..package import ModelSpec, default_classes, read_spec, write_spec
 from ..progress import Progress, silent
 from ..runtime import make_predictor
-from .export import export_onnx
+from .export import export_onnx, quantize_int8
 
 
 def make_bench_raster(path: Path, size: int) -> Path:
@@ -74,23 +74,25 @@ def make_bench_model(model_dir: Path, config: str, task: str = "segmentation") -
     model_dir.mkdir(parents=True, exist_ok=True)
     enc = build_encoder(copy.deepcopy(CONFIGS[config]))
     names = list(CHANGE_CLASSES) if task == "change_detection" else list(SCENE_CLASSES)
+    infer = 3 * enc.config.img_size  # 576 px tiles (speed only: see the README on accuracy)
     spec = ModelSpec(task=task, classes=default_classes(names),
                      encoder=enc.config.to_json(), gsd_m=0.5, tile_size=enc.config.img_size,
-                     tile_overlap=enc.config.img_size // 4,
+                     tile_overlap=enc.config.img_size // 4, infer_tile_size=infer,
+                     infer_tile_overlap=infer // 9,
                      head={"type": "upernet", "channels": default_head_channels(enc.config.embed_dim)},
                      name=f"bench-{config}")
     net = build_network(spec, enc).eval()
     save_network(net, spec, model_dir)
     export_onnx(net, spec, model_dir / "model.onnx")
+    quantize_int8(model_dir / "model.onnx")
     write_spec(model_dir, spec)
     return model_dir
 
 
-def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: int) -> float:
+def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: int,
+                tile: int | None = None) -> float:
     """Seconds to push `tiles` tiles through the network alone (after one warm-up batch)."""
-    from ..package import read_spec
-
-    spec = read_spec(model_dir)
+    spec = read_spec(model_dir).for_inference(tile)
     predictor = make_predictor(model_dir, spec, runtime, device)
     x = np.random.default_rng(0).standard_normal(  # a change model: both dates' channels
         (batch, len(spec.bands) * spec.inputs, spec.tile_size, spec.tile_size)).astype(np.float32)
@@ -105,7 +107,7 @@ def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: i
 
 
 def _job_run(inputs: list[Path], model: Path, result_dir: Path, runtime: str, device: str,
-             batch: int) -> tuple[dict[str, Any], float]:
+             batch: int, tile: int | None = None) -> tuple[dict[str, Any], float]:
     """A real `gfm classify RASTER` (or `gfm detect-change BEFORE AFTER`) in a child
     process: its report and wall seconds."""
     command = "classify" if len(inputs) == 1 else "detect-change"
@@ -113,7 +115,8 @@ def _job_run(inputs: list[Path], model: Path, result_dir: Path, runtime: str, de
     proc = subprocess.run(
         [sys.executable, "-m", "gfm_backend.cli", "--quiet", command, *map(str, inputs),
          "--model", str(model), "--out", str(result_dir), "--runtime", runtime,
-         "--device", device, "--batch-size", str(batch), "--overwrite"],
+         "--device", device, "--batch-size", str(batch), "--overwrite",
+         *(["--tile-size", str(tile)] if tile else [])],
         capture_output=True, text=True,
     )
     wall = time.perf_counter() - t0
@@ -129,51 +132,97 @@ def _streaming_s(report: dict[str, Any]) -> float:
     return t["total"] - t.get("vectorize", 0.0) - t.get("load_model", 0.0)
 
 
+REFERENCE = "torch"  # today's path: the training chips as tiles, fp32 torch
+
+
 def bench_classify(out: Path, size: int = 4096, configs: list[str] | None = None,
                    runtimes: list[str] | None = None, device: str = "cpu", batch: int = 8,
                    repeat: int = 1, progress: Progress | None = None,
                    task: str = "segmentation") -> dict[str, Any]:
-    """`task` change_detection benches `gfm detect-change` on a pair of `size` px dates."""
+    """For each config: the reference (training-chip tiles, torch fp32), then each runtime
+    at the package's inference tiles, with `speedup_vs_reference` (end to end) and
+    `agreement_vs_reference` (share of equal class pixels). `task` change_detection
+    benches `gfm detect-change` on a pair of `size` px dates."""
     progress = progress or silent()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     raster = make_bench_raster(out / f"bench_{size}.tif", size)
     inputs = [raster] if task == "segmentation" else [
         raster, make_bench_after(raster, out / f"bench_{size}_after.tif")]
-    kind = "classified" if task == "segmentation" else "changes"
-    mpix = size * size / 1e6
     rows = []
-    cases = [(c, r) for c in (configs or ["tiny", "base"]) for r in (runtimes or ["torch", "onnx"])]
-    for i, (config, runtime) in enumerate(cases):
-        progress(i / len(cases), f"{config} / {runtime}")
+    configs = configs or ["tiny", "base"]
+    runtimes = runtimes or ["torch", "onnx", "onnx-int8"]
+    for i, config in enumerate(configs):
+        progress(i / len(configs), config)
         suffix = "" if task == "segmentation" else "_change"
         model = make_bench_model(out / f"model_{config}{suffix}", config, task)
-        # best of `repeat` for each side: on a shared machine the slow runs measure the
-        # neighbours, and alternating the two sides exposes both to the same conditions
-        runs = []
-        for _ in range(max(repeat, 1)):
-            report, wall = _job_run(inputs, model, out / f"{kind}_{config}_{runtime}",
-                                    runtime, device, batch)
-            runs.append((report, wall, _model_only(model, runtime, device, report["tiles"], batch)))
-        report, wall, _ = min(runs, key=lambda r: _streaming_s(r[0]))
-        raster_s = _streaming_s(report)
-        model_s = min(r[2] for r in runs)
-        rows.append({
-            "config": config, "runtime": runtime, "tiles": report["tiles"], "repeat": len(runs),
-            "end_to_end_mpix_s": round(mpix / raster_s, 3),
-            "model_only_mpix_s": round(mpix / model_s, 3),
-            "ratio": round(model_s / raster_s, 3),
-            "vectorize_s": round(report["timings_s"].get("vectorize", 0.0), 2),
-            "load_model_s": round(report["timings_s"].get("load_model", 0.0), 2),
-            "process_wall_s": round(wall, 1),
-            "peak_rss_mb": report.get("peak_rss_mb"),
-        })
-        print(json.dumps(rows[-1]), file=sys.stderr)
+        bench = _Bench(inputs, model, out, device, batch, repeat, size * size / 1e6)
+        chip = read_spec(model).tile_size
+        reference = bench.measure(f"{config}_reference", REFERENCE, chip)
+        rows.append(reference | {"config": config, "reference": True})
+        for runtime in runtimes:
+            row = bench.measure(f"{config}_{runtime}", runtime, None)
+            row["speedup_vs_reference"] = round(
+                row["end_to_end_mpix_s"] / reference["end_to_end_mpix_s"], 3)
+            row["agreement_vs_reference"] = _agreement(bench.result(f"{config}_reference"),
+                                                       bench.result(f"{config}_{runtime}"))
+            rows.append(row | {"config": config, "reference": False})
+            print(json.dumps(rows[-1]), file=sys.stderr)
     progress(1.0, "done")
     result = {"raster": str(raster), "size": size, "device": device, "task": task, "results": rows}
     name = "bench_classify.json" if task == "segmentation" else "bench_change.json"
     (out / name).write_text(json.dumps(result, indent=2))
     return result
+
+
+@dataclass
+class _Bench:
+    """One model's runs: a real job in a child process, then the network alone."""
+
+    inputs: list[Path]
+    model: Path
+    out: Path
+    device: str
+    batch: int
+    repeat: int
+    mpix: float
+
+    def result(self, name: str) -> Path:
+        kind = "classified" if len(self.inputs) == 1 else "changes"
+        return self.out / f"{kind}_{name}"
+
+    def measure(self, name: str, runtime: str, tile: int | None) -> dict[str, Any]:
+        # best of `repeat` for each side: on a shared machine the slow runs measure the
+        # neighbours, and alternating the two sides exposes both to the same conditions
+        runs = []
+        for _ in range(max(self.repeat, 1)):
+            report, wall = _job_run(self.inputs, self.model, self.result(name), runtime,
+                                    self.device, self.batch, tile)
+            runs.append((report, wall, _model_only(self.model, runtime, self.device,
+                                                   report["tiles"], self.batch, tile)))
+        report, wall, _ = min(runs, key=lambda r: _streaming_s(r[0]))
+        raster_s, model_s = _streaming_s(report), min(r[2] for r in runs)
+        return {
+            "runtime": runtime, "tile_px": report["tile_size_px"], "tiles": report["tiles"],
+            "repeat": len(runs), "end_to_end_mpix_s": round(self.mpix / raster_s, 3),
+            "model_only_mpix_s": round(self.mpix / model_s, 3),
+            "ratio": round(model_s / raster_s, 3),
+            "vectorize_s": round(report["timings_s"].get("vectorize", 0.0), 2),
+            "load_model_s": round(report["timings_s"].get("load_model", 0.0), 2),
+            "process_wall_s": round(wall, 1), "peak_rss_mb": report.get("peak_rss_mb"),
+        }
+
+
+def _agreement(reference: Path, other: Path) -> float:
+    """Share of the pixels where two runs' class rasters agree (read block by block)."""
+    name = "classes.tif" if (reference / "classes.tif").exists() else "change.tif"
+    same = total = 0
+    with rasterio.open(reference / name) as a, rasterio.open(other / name) as b:
+        for _, window in a.block_windows(1):
+            x, y = a.read(1, window=window), b.read(1, window=window)
+            same += int((x == y).sum())
+            total += x.size
+    return round(same / max(total, 1), 5)
 
 
 def bench_pretrain(config: str = "base", batch: int = 128, steps: int = 10, warmup: int = 2,

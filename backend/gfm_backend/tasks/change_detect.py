@@ -34,6 +34,7 @@ from .classify import (
     REPORT_JSON,
     class_stats,
     finish_rasters,
+    inference_spec,
     peak_rss_mb,
     pixel_area_m2,
     tiling_for,
@@ -51,7 +52,8 @@ def detect_change(params: DetectChangeParams, progress: Progress | None = None) 
     """Run the change-detection job; returns the report also written to report.json."""
     progress = progress or silent()
     t0 = time.perf_counter()
-    spec = read_change_spec(params.model)
+    spec = inference_spec(read_change_spec(params.model), params.model, params.tile_size,
+                          params.tile_overlap)
     inputs = {"before": params.before, "after": params.after, "model": params.model}
     with staged_output(params.out, CHANGE, params.overwrite, inputs, last=(REPORT_JSON,)) as stage, \
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \

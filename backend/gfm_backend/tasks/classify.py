@@ -37,6 +37,7 @@ from ..data.styles import (
     write_raster_qml,
 )
 from ..data.vectorize import vectorize_classes
+from ..errors import InputError
 from ..outputs import CLASSIFY, staged_output
 from ..package import ClassInfo, ModelSpec, read_spec
 from ..progress import Progress, silent
@@ -73,7 +74,8 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
     """Run the classification job; returns the report also written to report.json."""
     progress = progress or silent()
     t0 = time.perf_counter()
-    spec = read_spec(params.model)
+    spec = inference_spec(read_spec(params.model), params.model, params.tile_size,
+                          params.tile_overlap)
     inputs = {"raster": params.raster, "model": params.model}
     # GDAL's block cache defaults to 5 % of RAM; our access is a single streaming pass,
     # so a small cache keeps memory flat whatever the raster's size.
@@ -107,6 +109,15 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
         write_report(report, stage, Path(params.out))
     progress(1.0, "done")
     return report
+
+
+def inference_spec(spec: ModelSpec, model: Path, tile: int | None,
+                   overlap: int | None) -> ModelSpec:
+    """The package's spec at the tiles to run (asked, else its inference tiles)."""
+    try:
+        return spec.for_inference(tile, overlap)
+    except ValueError as exc:
+        raise InputError(model, f"cannot run these tiles: {exc}") from exc
 
 
 def finish_rasters(stage: Path, classes_tif: str, classes: list[ClassInfo],

@@ -53,7 +53,7 @@ from ..package import ModelSpec, default_classes, write_spec
 from ..progress import Progress, silent
 from ..runtime import resolve_device
 from . import plots
-from .export import export_onnx
+from .export import export_onnx, quantize_int8
 from .metrics import confusion, summarize
 from .params import FinetuneParams, TrainingParams
 
@@ -340,6 +340,7 @@ def write_package(stage: Path, params: TrainingParams, net: Network, spec: Model
     save_network(net, spec, stage)
     if not params.no_onnx:
         export_onnx(net, spec, stage / "model.onnx")
+        quantize_int8(stage / "model.onnx")
     plots.training_curve(history, stage / "training_curve.png")
     plots.confusion_matrix(cm, spec.class_names, stage / "confusion_matrix.png")
     report["time_s"] = round(time.perf_counter() - t_start, 2)

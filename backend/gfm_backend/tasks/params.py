@@ -37,7 +37,14 @@ from ..parameters import (
 ModelRef = Annotated[Path, Kind("model"), Field(
     description="model package folder, or a name GET /models lists")]
 OutFolder = Annotated[Path, Kind("out_dir"), Field(description="output folder", title="Output folder")]
-Runtime = Literal["torch", "onnx"]
+Runtime = Annotated[Literal["torch", "onnx", "onnx-int8"], Field(
+    description="torch, onnx (ONNX Runtime), or onnx-int8 (its MatMuls in int8: faster on "
+    "CPUs, needs model.int8.onnx from gfm export --int8)")]
+InferTile = Annotated[int | None, Strict(), Field(
+    ge=32, le=8192, description="tile size in px (a multiple of 192 for the GFM Swin; default: "
+    "the model's inference tile)")]
+InferOverlap = Annotated[int | None, Strict(), Field(
+    ge=0, le=4096, description="tile overlap in px (default: the model's)")]
 BatchSize = Annotated[int, Strict(), Field(ge=1, le=MAX_BATCH)]
 MinArea = Annotated[float, Strict(), Cli(aliases=("min_area_m2",)), Field(
     ge=0, le=1e12, title="Minimum polygon area (m²)",
@@ -64,6 +71,8 @@ class ClassifyParams(JobParams):
     runtime: Runtime = "torch"
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     batch_size: BatchSize = 8
+    tile_size: InferTile = None
+    tile_overlap: InferOverlap = None
     min_area: MinArea = 0.0
     simplify: Simplify = 0.0
     no_polygons: Annotated[StrictBool, Cli(negation="polygons")] = Field(
@@ -83,6 +92,8 @@ class DetectChangeParams(JobParams):
     runtime: Runtime = "torch"
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     batch_size: BatchSize = 8
+    tile_size: InferTile = None
+    tile_overlap: InferOverlap = None
     min_area: MinArea = 0.0
     simplify: Simplify = 0.0
     overwrite: StrictBool = Field(False, description=OVERWRITE_HELP)
@@ -229,6 +240,9 @@ class ExportParams(JobParams):
     model_dir: Annotated[Path, Kind("model"), Cli(positional=True)] = Field(
         description="model package folder")
     out: Annotated[Path | None, Kind("out_file")] = Field(None, description="default: MODEL_DIR/model.onnx")
+    tile_size: InferTile = None
+    int8: StrictBool = Field(False, description="also write the int8 model (ONNX Runtime's "
+                             "dynamic quantization of the MatMuls) beside it, as *.int8.onnx")
     overwrite: StrictBool = Field(False, description="replace an existing file at out")
 
 
