@@ -62,10 +62,19 @@ GDAL_CACHE_MB = 128
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident memory so far. Linux's VmHWM belongs to the address
+    space, so a process started by a big one reports its own peak (`ru_maxrss` survives
+    exec and would report the parent's); elsewhere `ru_maxrss` (KiB, macOS bytes)."""
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
