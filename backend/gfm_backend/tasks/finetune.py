@@ -364,7 +364,8 @@ class Trainer:
                  params: TrainingParams, progress: Progress, augment: Augment | None = None) -> None:
         self.net, self.device, self.spec, self.params = net, device, spec, params
         self.augment = augment
-        self.rng = np.random.default_rng(params.seed + 1)
+        self.rng = np.random.default_rng(params.seed + 1)  # batches and augmentation: the
+        # same seed trains the same model, whatever ran before in the process
         self.progress = progress
         self.bf16 = device.type == "cuda"
         self.num_classes = spec.num_classes
@@ -417,7 +418,7 @@ class Trainer:
         self.net.train()
         if stage == "head":
             self.net.encoder.eval()
-        order = np.random.permutation(len(x))
+        order = self.rng.permutation(len(x))
         bs = self.params.batch_size
         losses = []
         for b in range(0, len(order), bs):
@@ -425,7 +426,7 @@ class Trainer:
             idx = order[b : b + bs]
             if len(idx) < 2 and self.spec.task != "scene_classification" and len(order) > 1:
                 continue  # BatchNorm needs more than one sample
-            x_np, y_np = _augment(x[idx], y[idx], self.spec.task)
+            x_np, y_np = _augment(x[idx], y[idx], self.spec.task, self.rng)
             if self.augment is not None:
                 x_np, y_np = self.augment(x_np, y_np, self.rng)
             xb = torch.from_numpy(x_np).to(self.device)
@@ -452,10 +453,11 @@ class Trainer:
         return cm
 
 
-def _augment(x: np.ndarray, y: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+def _augment(x: np.ndarray, y: np.ndarray, task: str,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random flips and 90-degree turns: imagery seen from above has no up."""
-    k = np.random.randint(4)
-    flip = np.random.rand() < 0.5
+    k = int(rng.integers(4))
+    flip = rng.random() < 0.5
     x = np.rot90(x, k, axes=(2, 3))
     if flip:
         x = x[..., ::-1]

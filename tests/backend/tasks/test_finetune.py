@@ -150,3 +150,19 @@ def test_summary_says_unknown_not_zero_for_a_class_without_validation_pixels() -
     shown = summary(report)
     assert shown["validation"]["iou"] == {"building": 0.7, "road": None}
     assert shown["warnings"] == ["no validation polygons: ..."]
+
+
+def test_the_same_seed_trains_the_same_model_whatever_ran_before(scene_files, tmp_path):
+    from safetensors.numpy import load_file
+
+    weights = []
+    for i, noise in enumerate((1, 2)):
+        np.random.seed(noise)  # other code in the process used numpy's global generator
+        np.random.random(noise * 10)
+        out = tmp_path / f"m{i}"
+        finetune(FinetuneParams([scene_files["raster"]], scene_files["labels"], "class", out,
+                                config="tiny", device="cpu", epochs=1, chips=8, batch_size=4,
+                                no_onnx=True, seed=3))
+        weights.append(load_file(str(out / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
