@@ -70,11 +70,9 @@ class ChangeActions:
 
     def new_labels_layer(self):
         """A change-labels layer in BEFORE's CRS whose class drop-down holds the kinds typed."""
-        from .controller import _class_names
-
         before = self.box.before_combo.currentLayer()
         crs = before.crs() if before is not None else QgsProject.instance().crs()
-        kinds = _class_names(self.box.kinds_edit.text()) or [CHANGE_CLASS]
+        kinds = layers.typed_class_names(self.box.kinds_edit.text()) or [CHANGE_CLASS]
         path = new_file(folder_for("labels", self.c.settings.results_dir), "gfm_changes", ".gpkg")
         layer = layers.create_labels_layer(str(path), crs, kinds, name="GFM change labels")
         self.box.kinds_edit.clear()
@@ -98,7 +96,14 @@ class ChangeActions:
         labels = self.box.labels_combo.currentLayer()
         if pair is None:
             return None
-        if labels is None or not self._saved(labels):
+        if labels is None:
+            self.c.error("pick the layer of change polygons")
+            return None
+        if not self.c.edits_saved(labels, "change polygons"):
+            return None
+        labels_path = layers.vector_file_path(labels)
+        if labels_path is None:
+            self.c.error(f"{labels.name()} is not saved to a file: save it (e.g. as GeoPackage)")
             return None
         before, _, before_path, after_path = pair
         name = safe_name(self.box.model_name_edit.text().strip() or f"{before.name()}-changes")
@@ -107,14 +112,14 @@ class ChangeActions:
             return None
         out, overwrite = target
         params = {"before": before_path, "after": after_path,
-                  "labels": layers.vector_file_path(labels), "out": out, "overwrite": overwrite,
+                  "labels": labels_path, "out": out, "overwrite": overwrite,
                   "epochs": self.c.dock.epochs_spin.value(), **self.c.dock.encoder_params()}
         field = self.box.field_combo.currentField()
         if field:
             params["class_field"] = field
-            problem = layers.class_problem(labels, field)
-            if problem and "one polygon each" in problem and not self.c.confirm(f"{problem}. Train anyway?"):
-                return None
+        problem = layers.class_problem(labels, field or None, one_class_ok=True)
+        if problem and not self.c.confirm(f"{problem}. Train anyway?"):
+            return None
 
         def registered(info: dict) -> None:
             self.c.refresh_models()
@@ -127,16 +132,3 @@ class ChangeActions:
         remote = self.c.settings.mode == "remote"
         return self.c.run_job(f"Fine-tune for changes {name}", "finetune-change", params,
                               registered, uploads=("before", "after", "labels") if remote else ())
-
-    def _saved(self, labels) -> bool:
-        """The change polygons saved to their file (editing stays on), or say why not."""
-        if labels.isEditable() and labels.isModified() and not labels.commitChanges(False):
-            self.c.error(f"could not save the edits of {labels.name()}")
-            return False
-        if labels.featureCount() == 0:
-            self.c.error(f"no change polygons drawn in {labels.name()}: draw some first")
-            return False
-        if layers.vector_file_path(labels) is None:
-            self.c.error(f"{labels.name()} is not saved to a file: save it (e.g. as GeoPackage)")
-            return False
-        return True

@@ -315,7 +315,7 @@ class GfmController:
         raster = self.dock.raster_combo.currentLayer()
         crs = raster.crs() if raster is not None else QgsProject.instance().crs()
         path = new_file(folder_for("labels", self.settings.results_dir), "gfm_labels", ".gpkg")
-        classes = _class_names(self.dock.class_name_edit.text())
+        classes = layers.typed_class_names(self.dock.class_name_edit.text())
         layer = layers.create_labels_layer(str(path), crs, classes)
         self.dock.class_name_edit.clear()
         self.dock.labels_combo.setLayer(layer)
@@ -328,7 +328,7 @@ class GfmController:
     def add_class(self) -> None:
         """Add the typed class names (comma-separated) to the labels layer's drop-down."""
         layer = self.dock.labels_combo.currentLayer()
-        names = _class_names(self.dock.class_name_edit.text())
+        names = layers.typed_class_names(self.dock.class_name_edit.text())
         if layer is None or not names:
             self.error("pick the training-labels layer and type a class name (several: "
                        "separated by commas)")
@@ -348,15 +348,7 @@ class GfmController:
         if not rasters or labels is None:
             self.error("pick the training rasters and the training-labels layer")
             return None
-        if labels.featureCount() == 0 and not labels.isModified():
-            self.error(f"no labels drawn in {labels.name()}: draw some polygons first")
-            return None
-        if labels.isEditable() and labels.isModified() \
-                and not labels.commitChanges(False):  # saved, and the analyst draws on
-            self.error(f"could not save the edits of {labels.name()}")
-            return None
-        if labels.featureCount() == 0:
-            self.error(f"no labels drawn in {labels.name()}: draw some polygons first")
+        if not self.edits_saved(labels, "labels"):
             return None
         raster_paths = [layers.raster_file_path(r) for r in rasters]
         labels_path = layers.vector_file_path(labels)
@@ -389,6 +381,17 @@ class GfmController:
             ("encoder",) if Path(str(params.get("encoder", ""))).is_file() else ())
         return self.run_job(f"Fine-tune {name}", "finetune", params, registered,
                             uploads=uploads if self.settings.mode == "remote" else ())
+
+    def edits_saved(self, labels: QgsVectorLayer, what: str) -> bool:
+        """The drawn polygons saved to their file (editing stays on: the analyst draws on),
+        or False after saying why not (nothing drawn, the save failed)."""
+        if labels.isEditable() and labels.isModified() and not labels.commitChanges(False):
+            self.error(f"could not save the edits of {labels.name()}")
+            return False
+        if labels.featureCount() == 0:
+            self.error(f"no {what} drawn in {labels.name()}: draw some polygons first")
+            return False
+        return True
 
     def _model_folder(self, name: str) -> tuple[str | dict, bool] | None:
         """Where the new model goes and whether it replaces one (asked first). A remote
@@ -434,15 +437,6 @@ def _times(info: dict) -> str:
         return ""
     run_s = (info.get("timings") or {}).get("run_s") or 0.0
     return f" (job {run_s:.1f} s, transfer {info['transfer_s']:.1f} s)"
-
-
-def _class_names(text: str) -> list[str]:
-    """'Building, Hydro,, Road' -> ['Building', 'Hydro', 'Road'] (empty names dropped)."""
-    names: list[str] = []
-    for part in text.split(","):
-        if part.strip() and part.strip() not in names:
-            names.append(part.strip())
-    return names
 
 
 def _iou_text(info: dict) -> str:

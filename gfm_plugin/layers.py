@@ -65,13 +65,17 @@ def class_field_for(layer: QgsVectorLayer) -> str | None:
     return chosen[0].name() if chosen else None
 
 
-def class_problem(layer: QgsVectorLayer, field: str | None) -> str | None:
-    """Why training on `field` would not give the classes the analyst means, if it would not."""
+def class_problem(layer: QgsVectorLayer, field: str | None,
+                  one_class_ok: bool = False) -> str | None:
+    """Why training on `field` would not give the classes the analyst means, if it would not.
+    `one_class_ok`: one class is what is meant (change against no change)."""
     count = layer.featureCount()
+    values = layer.uniqueValues(layer.fields().indexFromName(field)) if field else set()
+    if one_class_ok and len(values) <= 1:
+        return None
     if not field:
         return (f"no class field is chosen: all {count} polygons of {layer.name()} become one "
                 "class (e.g. building footprints against nothing else)")
-    values = layer.uniqueValues(layer.fields().indexFromName(field))
     if len(values) == 1:
         return f"every polygon has the same {field} ({next(iter(values))!r}): a single class"
     if count > 2 and len(values) == count:
@@ -153,6 +157,15 @@ def export_plan(layer: QgsRasterLayer, view: QgsRectangle, view_crs: QgsCoordina
     if gsd_m:
         return extent, gsd_m * units_per_metre(layer.crs(), extent.center())
     return extent, fallback_px
+
+
+def typed_class_names(text: str) -> list[str]:
+    """'Building, Hydro,, Road' -> ['Building', 'Hydro', 'Road'] (empty names dropped)."""
+    names: list[str] = []
+    for part in text.split(","):
+        if part.strip() and part.strip() not in names:
+            names.append(part.strip())
+    return names
 
 
 def create_labels_layer(path: str, crs: QgsCoordinateReferenceSystem, classes: list[str],

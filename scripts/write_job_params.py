@@ -3,8 +3,8 @@ them, for the plugin's Processing algorithms (the plugin never imports the backe
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from gfm_backend.service.jobs import plugin_declarations
@@ -17,6 +17,9 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else TARGET
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("target", nargs="?", type=Path, default=TARGET,
+                        help="where to write it (default: the plugin's job_params.json)")
+    target = parser.parse_args().target
     target.write_text(render(), encoding="utf-8")
     print(target)

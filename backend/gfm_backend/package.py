@@ -191,6 +191,7 @@ class ModelSpec:
 
     def onnx_metadata(self) -> dict[str, str]:
         """Metadata props for model.onnx: ours in full plus the keys other QGIS tools read."""
+        tiles = self.for_inference()
         return {
             "gfm_model_json": json.dumps(self.to_json()),
             "model_type": {"segmentation": "Segmentor", "change_detection": "ChangeDetector"}.get(
@@ -198,9 +199,8 @@ class ModelSpec:
             "class_names": json.dumps({str(c.id): c.name for c in self.classes}),
             # Deepness expresses resolution in cm/px and overlap in percent
             "resolution": json.dumps(round(self.gsd_m * 100, 3) if self.gsd_m else None),
-            "tiles_size": json.dumps(self.for_inference().tile_size),
-            "tiles_overlap": json.dumps(round(100 * self.for_inference().tile_overlap
-                                              / self.for_inference().tile_size)),
+            "tiles_size": json.dumps(tiles.tile_size),
+            "tiles_overlap": json.dumps(round(100 * tiles.tile_overlap / tiles.tile_size)),
             "standardization_mean": json.dumps(self.mean),
             "standardization_std": json.dumps(self.std),
         }

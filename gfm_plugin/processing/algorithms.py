@@ -132,15 +132,22 @@ class ClassifyAlgorithm(BackendAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         params = {"raster": raster_path_for_backend(layer, feedback)}
         params |= self.declared_values(parameters, context)
-        outputs = self.run_job(params, feedback)
-        files = outputs.get("files") or {}
-        out = params["out"]
-        result = {"OUTPUT": out, "CLASSES": files.get("classes.tif", os.path.join(out, "classes.tif")),
-                  "CONFIDENCE": files.get("confidence.tif", os.path.join(out, "confidence.tif"))}
-        if "polygons.gpkg" in files:
-            result["POLYGONS"] = files["polygons.gpkg"] + "|layername=polygons"
+        files = self.run_job(params, feedback).get("files") or {}
+        result = result_layers(files, params["out"], "CLASSES", "classes.tif")
         load_on_completion(context, result, ("POLYGONS", "CLASSES", "CONFIDENCE"), layer.name())
         return result
+
+
+def result_layers(files: dict, out: str, key: str, class_raster: str) -> dict:
+    """A result's outputs by Processing name: its class raster under `key`, the confidence,
+    the polygons when written (paths as the backend wrote them, else in `out`)."""
+    def path(name: str) -> str:
+        return files.get(name, os.path.join(out, name))
+
+    result = {"OUTPUT": out, key: path(class_raster), "CONFIDENCE": path("confidence.tif")}
+    if "polygons.gpkg" in files:
+        result["POLYGONS"] = files["polygons.gpkg"] + "|layername=polygons"
+    return result
 
 
 def load_on_completion(context, result: dict, keys: tuple[str, ...], name: str) -> None:
@@ -299,11 +306,7 @@ class DetectChangeAlgorithm(BackendAlgorithm):
         params = {"before": pair["before"], "after": pair["after"]}
         params |= self.declared_values(parameters, context)
         files = self.run_job(params, feedback).get("files") or {}
-        out = params["out"]
-        result = {"OUTPUT": out, "CHANGE": files.get("change.tif", os.path.join(out, "change.tif")),
-                  "CONFIDENCE": files.get("confidence.tif", os.path.join(out, "confidence.tif"))}
-        if "polygons.gpkg" in files:
-            result["POLYGONS"] = files["polygons.gpkg"] + "|layername=polygons"
+        result = result_layers(files, params["out"], "CHANGE", "change.tif")
         load_on_completion(context, result, ("POLYGONS", "CHANGE", "CONFIDENCE"), pair["name"])
         return result
 

@@ -360,7 +360,8 @@ def test_a_dead_connection_is_replaced_by_the_backend_in_server_json(plugin):
 
 
 def test_class_names_and_validation_scores_read_as_meant():
-    from gfm_plugin.controller import _class_names, _iou_text
+    from gfm_plugin.controller import _iou_text
+    from gfm_plugin.layers import typed_class_names as _class_names
 
     assert _class_names("Building, Hydro,, Road ,Building") == ["Building", "Hydro", "Road"]
     assert _class_names(" , ") == []

@@ -85,8 +85,8 @@ def make_predictor(
         from ..models.network import load_network
 
         net = load_network(model_dir, spec)
-        if spec.task != "scene_classification" and net.encoder.config.img_size != spec.tile_size:
-            net.encoder.set_input_size(spec.tile_size)  # the inference tile, same window
+        if net.encoder.config.img_size != spec.tile_size:  # the inference tile, same window
+            net.encoder.set_input_size(spec.tile_size)
         return TorchPredictor(net, resolve_device(device))
     if runtime in ONNX_FILES:
         path = Path(model_dir) / ONNX_FILES[runtime]

@@ -67,11 +67,11 @@ class ServiceConfig:
 
     @property
     def quota_bytes(self) -> int | None:
-        return None if self.user_quota_gb is None else int(self.user_quota_gb * 2**30)
+        return _bytes(self.user_quota_gb)
 
     @property
     def max_upload_bytes(self) -> int | None:
-        return None if self.max_upload_gb is None else int(self.max_upload_gb * 2**30)
+        return _bytes(self.max_upload_gb)
 
     @property
     def db_path(self) -> Path:
@@ -99,3 +99,8 @@ class ServiceConfig:
 
     def job_log(self, job_id: str) -> Path:
         return self.jobs_dir / f"{job_id}.log"
+
+
+def _bytes(gib: float | None) -> int | None:
+    """A size given in GB on the command line (GiB, as `du -h` counts), in bytes."""
+    return None if gib is None else int(gib * 2**30)

@@ -25,9 +25,9 @@ def export_onnx(net: Network, spec: ModelSpec, path: Path, tile: int | None = No
     """Trace the network at the inference tile (`tile`, else the package's) with a dynamic
     batch axis; a change network gets two inputs, `before` and `after`."""
     net = net.eval().cpu()
-    size = spec.for_inference(tile).tile_size
+    size = spec.for_inference(tile).tile_size  # a scene model's is always its own
     trained = net.encoder.config.img_size
-    if spec.task != "scene_classification" and size != trained:
+    if size != trained:
         net.encoder.set_input_size(size)
     try:
         return _export(net, spec, path, size)
@@ -106,7 +106,7 @@ def export(model_dir: Path, out: Path | None = None, overwrite: bool = False,
     model_dir = Path(model_dir)
     spec = read_spec(model_dir)
     try:
-        spec.for_inference(tile)
+        inference = spec.for_inference(tile)
     except ValueError as exc:
         raise InputError(model_dir, str(exc)) from exc
     target = export_target(model_dir, out, overwrite)
@@ -121,7 +121,6 @@ def export(model_dir: Path, out: Path | None = None, overwrite: bool = False,
             add_to_manifest(model_dir, MODEL, path.name)
     if tile and target == model_dir / "model.onnx" and spec.task != "scene_classification":
         # the package's own ONNX file runs these tiles now: so does the package
-        inference = spec.for_inference(tile)
         write_spec(model_dir, replace(spec, infer_tile_size=inference.tile_size,
                                       infer_tile_overlap=inference.tile_overlap))
     return target

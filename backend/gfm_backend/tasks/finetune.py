@@ -230,8 +230,8 @@ def scale_warnings(rasters: list[Path], spec: Any) -> list[str]:
     return found
 
 
-def place_labels(rasters: list[Path], params: TrainingParams, labels: Any, names: list[str], ids: np.ndarray,
-                  background: bool) -> PlacedLabels:
+def place_labels(rasters: list[Path], params: TrainingParams, labels: Any, names: list[str],
+                 ids: np.ndarray, background: bool) -> PlacedLabels:
     """Reproject every polygon to each raster's CRS and keep those that touch it."""
     per_raster: list[tuple[Path, np.ndarray, np.ndarray]] = []
     first_crs = None
@@ -276,7 +276,7 @@ def _make_spec(params: FinetuneParams, names: list[str], background: bool, encod
 
 
 def split_labels(params: TrainingParams, labels: Any, ids: np.ndarray, placed: PlacedLabels,
-           reach: float) -> LabelSplit:
+                 reach: float) -> LabelSplit:
     """Whole groups of polygons (grouped within a chip's reach) are held out for validation."""
     used = placed.used
     geoms = reproject_geoms(labels.geoms[used], labels.crs, placed.crs)
