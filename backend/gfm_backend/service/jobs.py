@@ -328,7 +328,7 @@ FINETUNE_CHANGE = register(JobType(
 
 # ------------------------------------------------------------------------------- export
 def _check_export(p: dict[str, Any]) -> None:
-    from ..tasks.export import export_target
+    from ..tasks.export_paths import export_target
 
     try:
         export_target(Path(p["model_dir"]), Path(p["out"]) if p["out"] else None, p["overwrite"])
@@ -337,8 +337,8 @@ def _check_export(p: dict[str, Any]) -> None:
 
 
 def run_export(params: ExportParams, progress: Progress) -> dict[str, Any]:
-    from ..tasks.export import int8_path
     from ..tasks.export import run_export as export
+    from ..tasks.export_paths import int8_path
 
     progress(0.0, "exporting to ONNX")
     onnx = export(params)

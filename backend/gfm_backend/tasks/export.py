@@ -15,6 +15,7 @@ from ..models.change import ChangeNetwork, PairInputs
 from ..models.network import Network, load_network
 from ..outputs import MODEL, add_to_manifest
 from ..package import ModelSpec, read_spec, write_spec
+from .export_paths import export_target, int8_path
 from .params import ExportParams
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,6 @@ def quantize_int8(onnx_path: Path, out: Path | None = None) -> Path:
     return out
 
 
-def int8_path(onnx_path: Path) -> Path:
-    name = Path(onnx_path).name
-    return Path(onnx_path).with_name(name[: -len(".onnx")] + ".int8.onnx"
-                                     if name.endswith(".onnx") else name + ".int8.onnx")
-
-
 def _export(net: Network, spec: ModelSpec, path: Path, size: int) -> Path:
     dummy = torch.zeros(1, len(spec.bands), size, size)
     batch = {0: torch.export.Dim("batch", min=1, max=4096)}
@@ -76,23 +71,6 @@ def _export(net: Network, spec: ModelSpec, path: Path, size: int) -> Path:
             entry.key, entry.value = key, value
         onnx.save(model, str(tmp))  # weights inlined: one self-contained file (no .data kept)
     return path
-
-
-def export_target(model_dir: Path, out: Path | None, overwrite: bool) -> Path:
-    """The package's own model.onnx is the package's to replace; any other existing file
-    is someone's, replaced only with `overwrite`."""
-    if out is None or Path(out).absolute() == (model_dir / "model.onnx").absolute():
-        return model_dir / "model.onnx"
-    target = Path(out)
-    if target.is_dir():
-        raise InputError(target, "is a folder; give the ONNX file's name")
-    if target.absolute().parent.resolve() == model_dir.resolve():
-        raise InputError(target, "lies in the model package being exported; write model.onnx "
-                         "there (the default) or a file outside it")
-    if (target.exists() or target.is_symlink()) and not overwrite:
-        raise InputError(target, "already exists; pass --overwrite (service: \"overwrite\": true) "
-                         "to replace it, or choose another file name")
-    return target
 
 
 def run_export(params: ExportParams) -> Path:

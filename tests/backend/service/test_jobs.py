@@ -152,3 +152,35 @@ def test_cancelled_classify_leaves_no_finished_looking_files(server: Server, tmp
     assert server.wait(job["id"])["state"] == "cancelled"
     assert not (out / "classes.tif").exists() and not (out / "report.json").exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_checking_any_job_before_queueing_never_loads_torch(tiny_model, scene_files, tmp_path):
+    """The checks run while the client waits for POST /jobs: importing the ML stack there
+    took longer than the plugin waits (an export submitted after a pretrain timed out)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from gfm_backend.tasks.geopile import build_geopile
+    from gfm_backend.tasks.params import GeopileParams
+
+    imagery = tmp_path / "imagery"
+    imagery.mkdir()
+    shutil.copy(scene_files["raster"], imagery / "scene.tif")
+    build_geopile(GeopileParams(src_folder=imagery, out=tmp_path / "pile", chip=192))
+    jobs = {
+        "classify": {"raster": str(scene_files["raster"]), "model": str(tiny_model),
+                     "out": str(tmp_path / "a")},
+        "finetune": {"rasters": [str(scene_files["raster"])], "labels": str(scene_files["labels"]),
+                     "class_field": "class", "out": str(tmp_path / "b")},
+        "export": {"model_dir": str(tiny_model), "out": str(tmp_path / "c" / "m.onnx")},
+        "geopile": {"src_folder": str(imagery), "out": str(tmp_path / "d")},
+        "pretrain": {"pile_dir": str(tmp_path / "pile"), "out": str(tmp_path / "e"),
+                     "config": "tiny", "teacher": "none"},
+    }
+    code = ("import sys\nfrom gfm_backend.service.jobs import get_job_type\n"
+            f"for name, params in {jobs!r}.items():\n"
+            "    get_job_type(name).validate(params)\n"
+            "    assert 'torch' not in sys.modules, f'checking {name} imported torch'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
