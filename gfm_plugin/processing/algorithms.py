@@ -174,8 +174,8 @@ def labels_file(algorithm: QgsProcessingAlgorithm, parameters, context) -> str:
 
 class FinetuneAlgorithm(BackendAlgorithm):
     job_type = "finetune"
-    main = frozenset({"class_field", "encoder", "config", "unlabeled", "epochs", "encoder_epochs",
-                      "device", "overwrite"})
+    main = frozenset({"class_field", "encoder", "config", "unlabeled", "quick", "epochs",
+                      "encoder_epochs", "device", "overwrite"})
     custom = frozenset({"rasters", "labels", "class_field"})
 
     def name(self) -> str:

@@ -81,3 +81,51 @@ class SceneHead(nn.Module):
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         pooled = feats[-1].mean(dim=(2, 3))
         return self.fc(self.dropout(self.norm(pooled)))
+
+
+class ProbeHead(nn.Module):
+    """A linear classifier on the frozen features of every stage: the quick fine-tune's
+    head, its weights fitted outside the network (logistic regression) and set here.
+
+    Segmentation: the stages' features resized to the first stage's grid (stride 4) and
+    concatenated, then one 1x1 conv. A 1x1 conv commutes with bilinear resizing, so each
+    stage is classified at its own resolution and the logits are resized and summed: the
+    same numbers, without building the 1920-channel stride-4 stack. Scenes: each stage's
+    mean, concatenated, then a linear layer.
+    """
+
+    def __init__(self, in_channels: list[int], num_classes: int, pooled: bool = False) -> None:
+        super().__init__()
+        self.in_channels, self.pooled = list(in_channels), pooled
+        self.per_stage = nn.ModuleList(nn.Conv2d(c, num_classes, 1, bias=False)
+                                       for c in in_channels)
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def set_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """`weight` (classes, sum of the stages' channels), in the features' stage order."""
+        with torch.no_grad():
+            parts = weight.split(self.in_channels, dim=1)
+            for conv, part in zip(self.per_stage, parts, strict=True):
+                assert isinstance(conv, nn.Conv2d)
+                conv.weight.copy_(part[:, :, None, None])
+            self.bias.copy_(bias)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        if self.pooled:
+            out = sum(conv(f.mean(dim=(2, 3), keepdim=True))
+                      for conv, f in zip(self.per_stage, feats, strict=True))
+            return out.flatten(1) + self.bias
+        size = feats[0].shape[-2:]
+        out = self.per_stage[0](feats[0])
+        for conv, f in zip(self.per_stage[1:], feats[1:], strict=True):
+            out = out + F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
+        return out + self.bias[None, :, None, None]
+
+
+def stage_features(feats: list[torch.Tensor], pooled: bool = False) -> torch.Tensor:
+    """What `ProbeHead` classifies, as one tensor: (N, sum C, H/4, W/4), or (N, sum C)."""
+    if pooled:
+        return torch.cat([f.mean(dim=(2, 3)) for f in feats], dim=1)
+    size = feats[0].shape[-2:]
+    return torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="bilinear",
+                                                 align_corners=False) for f in feats[1:]], dim=1)

@@ -19,10 +19,11 @@ from ..atomic import atomic_path
 from ..errors import InputError
 from ..package import CHANGE_TASK, ModelSpec
 from .change import ChangeHead, ChangeNetwork
-from .heads import SceneHead, UPerNetHead
+from .heads import ProbeHead, SceneHead, UPerNetHead
 from .swin import EncoderConfig, SwinEncoder, build_encoder
 
 WEIGHTS_FILE = "model.safetensors"
+PROBE_HEAD = "probe"  # the quick fine-tune's linear head on frozen features
 
 
 class GfmNetwork(nn.Module):
@@ -52,6 +53,8 @@ def default_head_channels(embed_dim: int) -> int:
 
 def build_head(spec: ModelSpec, in_channels: list[int]) -> nn.Module:
     channels = int(spec.head.get("channels", 128))
+    if spec.head.get("type") == PROBE_HEAD and spec.task != CHANGE_TASK:
+        return ProbeHead(in_channels, spec.num_classes, pooled=spec.task != "segmentation")
     if spec.task == "segmentation":
         return UPerNetHead(in_channels, spec.num_classes, channels=channels)
     if spec.task == CHANGE_TASK:

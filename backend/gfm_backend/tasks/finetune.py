@@ -47,7 +47,13 @@ from ..data.raster import (
 )
 from ..errors import GfmError, InputError
 from ..models import CONFIGS, build_encoder, load_encoder
-from ..models.network import Network, build_network, default_head_channels, save_network
+from ..models.network import (
+    PROBE_HEAD,
+    Network,
+    build_network,
+    default_head_channels,
+    save_network,
+)
 from ..outputs import MODEL, staged_output
 from ..package import ModelSpec, default_classes, write_spec
 from ..progress import Progress, silent
@@ -56,6 +62,10 @@ from . import plots
 from .export import export_onnx, quantize_int8
 from .metrics import confusion, summarize
 from .params import FinetuneParams, TrainingParams
+from .quick import fit_probe
+
+TRAINING_FULL = "full: the head on the frozen encoder, then the encoder if encoder_epochs"
+TRAINING_QUICK = "quick: logistic regression on the frozen encoder's features (no network training)"
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +168,13 @@ class TrainingSetup:
     single_name: str | None = None  # the one class's name without a class field
     augment: Augment | None = None
     scores: Callable[[np.ndarray, list[str]], dict[str, Any]] | None = None  # more metrics
+    quick: bool = False  # fit a linear probe on frozen features instead of training
 
 
 def _finetune(params: FinetuneParams, stage: Path, progress: Progress) -> dict[str, Any]:
     setup = TrainingSetup(
         params.rasters, lambda names, bg, enc: _make_spec(params, names, bg, enc),
-        {"rasters": [str(p) for p in params.rasters]})
+        {"rasters": [str(p) for p in params.rasters]}, quick=params.quick)
     return train_package(params, setup, stage, progress)
 
 
@@ -194,13 +205,18 @@ def train_package(params: TrainingParams, setup: TrainingSetup, stage: Path,
     if spec.task == "scene_classification":
         y_train, y_val = _scene_labels(y_train), _scene_labels(y_val)
     trainer = Trainer(net, device, spec, params, progress, setup.augment)
-    history = trainer.run(x_train, y_train, x_val, y_val)
+    if setup.quick:
+        history = fit_probe(net, device, (x_train, y_train), (x_val, y_val), names,
+                            params.batch_size, params.seed, progress)
+    else:
+        history = trainer.run(x_train, y_train, x_val, y_val)
     cm = trainer.evaluate(x_val, y_val)
     used = placed.used
     report: dict[str, Any] = {
         "task": spec.task, "classes": names, **setup.inputs,
         "labels": str(params.labels), "class_field": params.class_field,
         "unlabeled": params.unlabeled, "device": str(device),
+        "training": TRAINING_QUICK if setup.quick else TRAINING_FULL,
         "encoder": str(params.encoder) if params.encoder else f"random init ({params.config})",
         "split": {
             "method": f"whole polygon groups (polygons within {split.reach:.1f} m form one group)",
@@ -267,12 +283,18 @@ def _make_spec(params: FinetuneParams, names: list[str], background: bool, encod
         task=params.task, classes=default_classes(names, background=background),
         encoder=encoder.config.to_json(), bands=bands, scale_offset=offset, scale=scale,
         gsd_m=gsd, tile_size=tile, tile_overlap=tile // 4,
-        head={"type": "upernet" if params.task == "segmentation" else "linear",
-              "channels": params.head_channels or default_head_channels(encoder.config.embed_dim)},
+        head=_head(params, encoder),
         name=params.name or Path(params.out).name,
         description=f"fine-tuned on {params.labels.name}"
         + (f" field {params.class_field}" if params.class_field else ""),
     )
+
+
+def _head(params: FinetuneParams, encoder: Any) -> dict[str, Any]:
+    if params.quick:
+        return {"type": PROBE_HEAD}
+    return {"type": "upernet" if params.task == "segmentation" else "linear",
+            "channels": params.head_channels or default_head_channels(encoder.config.embed_dim)}
 
 
 def split_labels(params: TrainingParams, labels: Any, ids: np.ndarray, placed: PlacedLabels,

@@ -147,6 +147,9 @@ class FinetuneParams(TrainingParams):
                        BeforeValidator(as_list)] = Field(
         min_length=1, description="raster(s) to train on (a list, or one path)")
     task: Literal["segmentation", "scene_classification"] = "segmentation"
+    quick: StrictBool = Field(False, description="train no network: a logistic regression on "
+                              "the frozen encoder's features (seconds to minutes on a CPU; "
+                              "epochs are not used)")
 
 
 class FinetuneChangeParams(TrainingParams):
