@@ -141,6 +141,7 @@ COMMANDS: dict[str, tuple[AddFn, RunFn]] = {
     "finetune-change": _job("finetune-change", "train a change model on polygons drawn where "
                             "something changed between two dates"),
     "detect-change": _job("detect-change", "map what changed between two dates (BEFORE's grid)"),
+    "suggest": _job("suggest", "propose places to draw the next training polygons"),
     "demo": (_add_demo, _run_demo),
     "bench": (_add_bench, _run_bench),
     "geopile": (add_geopile, run_geopile),

@@ -67,10 +67,12 @@ class ParamConflict(ParamError):
 @dataclass(frozen=True)
 class Kind:
     """What a path field must name; see the module docstring. `keywords`: words the field
-    takes besides paths (a teacher of 'none')."""
+    takes besides paths (a teacher of 'none'); `suffix`: the extension an output file
+    takes (the plugin's file dialog filters on it)."""
 
     kind: str
     keywords: tuple[str, ...] = ()
+    suffix: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in PATH_KINDS:
@@ -290,6 +292,9 @@ def describe_field(name: str, info: FieldInfo) -> dict[str, Any]:
         out["negation"] = cli.negation
     if cli.path_text:
         out["path_text"] = True
+    suffix = next((m.suffix for m in info.metadata if isinstance(m, Kind) and m.suffix), None)
+    if suffix:
+        out["suffix"] = suffix
     if info.description:
         out["help"] = info.description
     if info.title:

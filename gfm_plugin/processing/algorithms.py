@@ -344,5 +344,39 @@ class FinetuneChangeAlgorithm(BackendAlgorithm):
         return {"OUTPUT": params["out"], "MODEL": params["out"]}
 
 
-ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, DetectChangeAlgorithm,
+class SuggestAlgorithm(BackendAlgorithm):
+    job_type = "suggest"
+    main = frozenset({"count", "device", "overwrite"})
+    custom = frozenset({"raster", "labels"})
+
+    def name(self) -> str:
+        return "suggest"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Suggest where to label"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Proposes squares to draw the next training polygons in: where the model is "
+                "least sure, unlike the polygons already drawn (the model's own training "
+                "polygons when none are given) and apart from each other. Each carries its "
+                "rank, score and the two classes the model hesitates between.")
+
+    def add_outputs(self) -> None:
+        self.addOutput(QgsProcessingOutputVectorLayer("SUGGESTIONS", "Suggestions",
+                                                      QgsProcessing.SourceType.TypeVectorPolygon))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        params = {"raster": raster_path_for_backend(layer, feedback)}
+        if parameters.get("LABELS"):
+            params["labels"] = labels_file(self, parameters, context)
+        params |= self.declared_values(parameters, context)
+        files = self.run_job(params, feedback).get("files") or {}
+        out = next(iter(files.values()), params["out"])
+        result = {"OUTPUT": out, "SUGGESTIONS": out + "|layername=suggestions"}
+        load_on_completion(context, result, ("SUGGESTIONS",), layer.name())
+        return result
+
+
+ALGORITHMS = [ClassifyAlgorithm, FinetuneAlgorithm, SuggestAlgorithm, DetectChangeAlgorithm,
               FinetuneChangeAlgorithm, GeopileAlgorithm, PretrainAlgorithm, ExportAlgorithm]

@@ -99,7 +99,8 @@ def _make(spec: dict[str, Any], models: list[str]) -> QgsProcessingParameterDefi
         "dir": lambda: QgsProcessingParameterFile(name, text, behavior=folder, optional=optional),
         "path": lambda: QgsProcessingParameterFile(name, text, optional=optional),
         "out_dir": lambda: QgsProcessingParameterFolderDestination(name, text, optional=optional),
-        "out_file": lambda: QgsProcessingParameterFileDestination(name, text, optional=optional),
+        "out_file": lambda: QgsProcessingParameterFileDestination(
+            name, text, _file_filter(spec.get("suffix", "")), optional=optional),
     }
     if kind in makers:
         return makers[kind]()
@@ -108,6 +109,17 @@ def _make(spec: dict[str, Any], models: list[str]) -> QgsProcessingParameterDefi
     hint = " (numbers separated by spaces)" if kind == "ints" else ""
     return QgsProcessingParameterString(name, text + hint, defaultValue=spec.get("default"),
                                         optional=optional)
+
+
+FILE_TYPES = {".gpkg": "GeoPackage", ".onnx": "ONNX model"}
+
+
+def _file_filter(suffix: str) -> str:
+    """A file dialog's filter for an output's extension (its first entry is what
+    Processing gives a temporary output)."""
+    if not suffix:
+        return ""
+    return f"{FILE_TYPES.get(suffix, suffix[1:].upper())} (*{suffix})"
 
 
 def model_choices(models: list[dict]) -> dict[str, list[str]]:
@@ -123,6 +135,7 @@ def model_choices(models: list[dict]) -> dict[str, list[str]]:
                   and names.count(m["name"]) == 1 else str(m["path"]))
         task = (m.get("model") or {}).get("task")
         out["detect-change" if task == CHANGE_TASK else "classify"].append(choice)
+    out["suggest"] = list(out["classify"])  # what a classify model maps, suggest reads
     return out
 
 

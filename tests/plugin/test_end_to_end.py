@@ -151,6 +151,24 @@ def test_processing_classify_algorithm(use_backend, backend_server, backend_outp
     QgsProject.instance().removeAllMapLayers()
 
 
+def test_processing_suggest_algorithm(use_backend, backend_server, backend_outputs, tmp_path,
+                                      qgis_app):
+    """Suggestions through Processing: the squares come back as a polygon layer to load,
+    ranked, with the classes the model hesitates between."""
+    from gfm_plugin.processing.algorithms import SuggestAlgorithm
+
+    layer = QgsRasterLayer(str(backend_outputs / "scene.tif"), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    out = tmp_path / "next.gpkg"
+    results, _ = run_alg(SuggestAlgorithm, {"INPUT": layer.id(), "MODEL": str(backend_outputs / "model"),
+                                            "COUNT": 4, "CELL": 32, "DEVICE": 1, "OUTPUT": str(out)})
+    suggestions = QgsVectorLayer(results["SUGGESTIONS"], "s", "ogr")
+    assert suggestions.isValid() and 1 <= suggestions.featureCount() <= 4
+    assert {"rank", "score", "hesitates"} <= set(suggestions.fields().names())
+    assert suggestions.crs() == layer.crs()
+    QgsProject.instance().removeAllMapLayers()
+
+
 def test_error_paths_show_messages(iface, use_backend, backend_outputs):
     from gfm_plugin.controller import GfmController
     from gfm_plugin.dock import GfmDock

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-JOB_TYPES = ["classify", "finetune", "geopile", "pretrain", "export", "detect-change",
+JOB_TYPES = ["classify", "finetune", "suggest", "geopile", "pretrain", "export", "detect-change",
              "finetune-change"]
 
 

@@ -45,6 +45,7 @@ from ..tasks.params import (
     FinetuneParams,
     GeopileParams,
     PretrainParams,
+    SuggestParams,
     WeightsGetParams,
     WeightsImportParams,
 )
@@ -158,7 +159,7 @@ def job_types() -> list[JobType]:
 
 
 BUILT_IN = ("classify", "finetune", "export", "geopile", "pretrain", "weights", "weights-import",
-            "finetune-change", "detect-change")
+            "finetune-change", "detect-change", "suggest")
 
 
 def plugin_declarations() -> dict[str, Any]:
@@ -324,6 +325,36 @@ FINETUNE_CHANGE = register(JobType(
     resource=_device_resource, check=_check_finetune_change, output=MODEL_OUTPUT,
     help="train a change model on polygons drawn where something changed between two dates "
          "(gfm finetune-change)"))
+
+
+# ------------------------------------------------------------------------------ suggest
+def _check_suggest(p: dict[str, Any]) -> None:
+    from ..package import read_spec
+    from ..tasks.output_file import check_output_file
+
+    if read_spec(Path(p["model"])).task != "segmentation":
+        raise ParamError("model", f"{p['model']} is not a segmentation model; suggestions "
+                         "come from a model that maps classes pixel by pixel")
+    _check_classify(p)
+    try:
+        check_output_file(Path(p["out"]), ".gpkg", p["overwrite"],
+                          {"raster": p["raster"], "labels": p["labels"]},
+                          inside_not=Path(p["model"]))
+    except InputError as exc:
+        raise ParamError("out", str(exc)) from exc
+
+
+def run_suggest(params: SuggestParams, progress: Progress) -> dict[str, Any]:
+    from ..tasks.suggest import suggest
+
+    report = suggest(params, progress)
+    return report | {"files": {Path(report["out"]).name: report["out"]}}
+
+
+SUGGEST = register(JobType(
+    name="suggest", params=SuggestParams, run=run_suggest, resource=_device_resource,
+    check=_check_suggest,
+    help="propose places to draw the next training polygons (gfm suggest)"))
 
 
 # ------------------------------------------------------------------------------- export

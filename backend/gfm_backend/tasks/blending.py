@@ -16,6 +16,8 @@ import numpy as np
 
 # sink(top_row, class ids (n, W) uint8, confidence (n, W) float32)
 RowSink = Callable[[int, np.ndarray, np.ndarray], None]
+# probs_sink(top_row, blended probabilities (C, n, W) float32, valid (n, W) bool)
+ProbsSink = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 def blend_weights(size: int, overlap: int) -> np.ndarray:
@@ -31,7 +33,11 @@ def resolve_strip(
     acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray, nodata_confidence: float = -1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blended rows -> class ids (255 where no data) and the winning probability."""
-    probs = acc / np.maximum(wsum, 1e-12)
+    return resolve_probs(acc / np.maximum(wsum, 1e-12), valid, nodata_confidence)
+
+
+def resolve_probs(probs: np.ndarray, valid: np.ndarray,
+                  nodata_confidence: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
     classes = probs.argmax(axis=0).astype(np.uint8)
     confidence = probs.max(axis=0).astype(np.float32)
     classes[~valid] = 255
@@ -47,9 +53,10 @@ class StripBlender:
     """
 
     def __init__(self, width: int, height: int, num_classes: int, sink: RowSink,
-                 rows: int = 1024, nodata_confidence: float = -1.0) -> None:
+                 rows: int = 1024, nodata_confidence: float = -1.0,
+                 probs_sink: ProbsSink | None = None) -> None:
         self.width, self.height, self.num_classes = width, height, num_classes
-        self.sink = sink
+        self.sink, self.probs_sink = sink, probs_sink
         self.nodata_confidence = nodata_confidence
         self.top = 0  # raster row of buffer row 0
         self.filled = 0  # buffer rows in use
@@ -89,8 +96,10 @@ class StripBlender:
         n = min(row - self.top, self.filled)
         if n <= 0:
             return
-        classes, confidence = resolve_strip(self.acc[:, :n], self.wsum[:n], self.valid[:n],
-                                            self.nodata_confidence)
+        probs = self.acc[:, :n] / np.maximum(self.wsum[:n], 1e-12)
+        if self.probs_sink is not None:  # what the classes and confidence are made of
+            self.probs_sink(self.top, probs, self.valid[:n])
+        classes, confidence = resolve_probs(probs, self.valid[:n], self.nodata_confidence)
         self.sink(self.top, classes, confidence)
         rest = self.filled - n
         # slide the open rows to the top, n rows at a time so no copy overlaps itself

@@ -99,6 +99,27 @@ class DetectChangeParams(JobParams):
     overwrite: StrictBool = Field(False, description=OVERWRITE_HELP)
 
 
+class SuggestParams(JobParams):
+    """`gfm suggest` / a suggest job: where to draw the next training polygons."""
+
+    job: ClassVar[str] = "suggest"
+    raster: Annotated[Path, Kind("raster"), Cli(positional=True)] = Field(
+        description="raster to find places to label on")
+    model: ModelRef
+    out: Annotated[Path, Kind("out_file", suffix=".gpkg")] = Field(
+        description="GeoPackage of suggestions to write", title="Suggestions file")
+    count: StrictInt = Field(20, ge=1, le=1000, description="how many places to suggest")
+    labels: Annotated[Path | None, Kind("vector")] = Field(
+        None, description="polygons already drawn, to stay away from (default: those the "
+        "model was trained on, when that file is still there)")
+    cell: StrictInt | None = Field(None, ge=16, le=8192, description="side of a suggested "
+                                   "square in raster px (default: half the model's tile)")
+    runtime: Runtime = "torch"
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
+    batch_size: BatchSize = 8
+    overwrite: StrictBool = Field(False, description="replace an existing file at out")
+
+
 class TrainingParams(JobParams):
     """What every training job on drawn polygons takes (fine-tune, fine-tune for changes):
     declared once here, so the two cannot drift apart."""
@@ -242,7 +263,8 @@ class ExportParams(JobParams):
     job: ClassVar[str] = "export"
     model_dir: Annotated[Path, Kind("model"), Cli(positional=True)] = Field(
         description="model package folder")
-    out: Annotated[Path | None, Kind("out_file")] = Field(None, description="default: MODEL_DIR/model.onnx")
+    out: Annotated[Path | None, Kind("out_file", suffix=".onnx")] = Field(
+        None, description="default: MODEL_DIR/model.onnx")
     tile_size: InferTile = None
     int8: StrictBool = Field(False, description="also write the int8 model (ONNX Runtime's "
                              "dynamic quantization of the MatMuls) beside it, as *.int8.onnx")

@@ -25,7 +25,7 @@ from ..data.styles import colormap
 from ..package import ClassInfo
 from ..progress import Progress
 from ..runtime import Predictor
-from .blending import StripBlender, blend_weights
+from .blending import ProbsSink, RowSink, StripBlender, blend_weights
 
 CONFIDENCE_NODATA = -1.0
 # read_strip(window of the grid) -> (raw bands (C, h, w), valid (h, w))
@@ -157,14 +157,16 @@ class TileRun:
     batch_size: int
 
 
-def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: StripWriter,
-                 progress: Progress) -> Timer:
-    """Every tile of the grid through the model, blended and handed to `writer`."""
+def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: RowSink,
+                 progress: Progress, probs_sink: ProbsSink | None = None) -> Timer:
+    """Every tile of the grid through the model, blended and handed to `writer` (and the
+    blended probabilities to `probs_sink`)."""
     grid, timer = tiling.grid, Timer()
     rows = tiling.rows
     weight = blend_weights(tiling.src_tile, tiling.src_overlap)
     blender = StripBlender(grid.width, grid.height, run.num_classes, writer,
-                           rows=tiling.src_tile, nodata_confidence=CONFIDENCE_NODATA)
+                           rows=tiling.src_tile, nodata_confidence=CONFIDENCE_NODATA,
+                           probs_sink=probs_sink)
     read_row = _row_reader(tiling, read_strip)
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending = reader.submit(read_row, rows[0])

@@ -20,7 +20,7 @@ def test_classify_job_runs_the_cli_task_and_reports_outputs(server: Server, smal
     assert job["state"] == "queued" and job["resource"] == "cpu"
     assert job["params"]["min_area"] == 1.0 and job["params"]["no_polygons"] is False
     done = server.wait(job["id"])
-    assert done["state"] == "succeeded", done
+    assert done["state"] == "succeeded", (done.get("error"), done.get("message"))
     assert done["progress"] == 1.0 and done["timings"]["run_s"] > 0
     files = done["outputs"]["files"]
     for name in ("classes.tif", "confidence.tif", "polygons.gpkg", "report.json"):
@@ -132,7 +132,7 @@ def test_export_job_writes_onnx(server: Server, tmp_path):
     target = tmp_path / "exported" / "model.onnx"
     job = server.submit("export", model_dir="tiny", out=str(target))
     done = server.wait(job["id"], timeout=300)
-    assert done["state"] == "succeeded", done
+    assert done["state"] == "succeeded", (done.get("error"), done.get("message"))
     assert done["outputs"]["onnx"] == str(target) and target.stat().st_size > 10_000
     import onnx
 
@@ -177,6 +177,8 @@ def test_checking_any_job_before_queueing_never_loads_torch(tiny_model, scene_fi
         "geopile": {"src_folder": str(imagery), "out": str(tmp_path / "d")},
         "pretrain": {"pile_dir": str(tmp_path / "pile"), "out": str(tmp_path / "e"),
                      "config": "tiny", "teacher": "none"},
+        "suggest": {"raster": str(scene_files["raster"]), "model": str(tiny_model),
+                    "out": str(tmp_path / "f.gpkg")},
     }
     code = ("import sys\nfrom gfm_backend.service.jobs import get_job_type\n"
             f"for name, params in {jobs!r}.items():\n"
@@ -184,3 +186,19 @@ def test_checking_any_job_before_queueing_never_loads_torch(tiny_model, scene_fi
             "    assert 'torch' not in sys.modules, f'checking {name} imported torch'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_suggest_job_writes_the_geopackage_and_serves_it(server: Server, small_raster, tmp_path):
+    out = tmp_path / "next" / "suggestions.gpkg"
+    job = server.submit("suggest", raster=str(small_raster), model="tiny", out=str(out),
+                        count=3, cell=32, device="cpu")
+    done = server.wait(job["id"])
+    assert done["state"] == "succeeded", (done.get("error"), done.get("message"))
+    import pyogrio
+
+    assert 1 <= done["outputs"]["suggestions"] == pyogrio.read_info(out)["features"] <= 3
+    listed = server.client().get(f"/jobs/{job['id']}/files").json()
+    assert [f["name"] for f in listed["files"]] == ["suggestions.gpkg"]
+    r = server.client().post("/jobs", json={"type": "suggest", "params": {
+        "raster": str(small_raster), "model": "tiny", "out": str(out)}})
+    assert r.status_code == 400 and "already exists" in r.json()["detail"]
