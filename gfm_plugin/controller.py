@@ -51,6 +51,9 @@ class GfmController:
         from .change_actions import ChangeActions
 
         self.change = ChangeActions(self)
+        from .suggest_actions import SuggestActions
+
+        self.suggest = SuggestActions(self)
         self.show_outputs_folder()
 
     def show_outputs_folder(self) -> None:
@@ -364,7 +367,7 @@ class GfmController:
         out, overwrite = target
         params = {"rasters": raster_paths, "labels": labels_path, "out": out,
                   "overwrite": overwrite, "epochs": self.dock.epochs_spin.value(),
-                  **self.dock.encoder_params()}
+                  "quick": self.dock.quick_check.isChecked(), **self.dock.encoder_params()}
         field = self.dock.field_combo.currentField()
         if field:
             params["class_field"] = field

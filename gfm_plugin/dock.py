@@ -11,6 +11,7 @@ from qgis.gui import QgsCheckableComboBox, QgsFieldComboBox, QgsFileWidget, QgsM
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDockWidget,
     QFrame,
@@ -32,6 +33,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .change_box import ChangeBox, is_change_model
 from .report_view import ReportView
+from .suggest_row import SuggestRow
 
 
 def _let_combos_shrink(body: QWidget) -> None:
@@ -153,6 +155,8 @@ class GfmDock(QDockWidget):
         tl.addWidget(polygons_label)
         tl.addWidget(self.labels_combo)
         tl.addWidget(self.field_combo)
+        self.suggest_row = SuggestRow()
+        tl.addWidget(self.suggest_row)
         self.model_name_edit = QLineEdit()
         self.model_name_edit.setPlaceholderText("new model name")
         tl.addWidget(self.model_name_edit)
@@ -185,6 +189,13 @@ class GfmDock(QDockWidget):
         self.epochs_spin.setRange(1, 500)
         self.epochs_spin.setValue(30)
         self.epochs_spin.setPrefix("epochs ")
+        self.quick_check = QCheckBox("quick")
+        self.quick_check.setToolTip(
+            "Train no network: a linear classifier on the encoder's features, seconds to a "
+            "minute on a laptop. The full fine-tune (unchecked) trains a decoder: slower, "
+            "usually more accurate. The report of either shows the other's scores beside it.")
+        self.quick_check.toggled.connect(lambda quick: self.epochs_spin.setEnabled(not quick))
+        options.addWidget(self.quick_check)
         options.addStretch(1)
         options.addWidget(self.epochs_spin)
         return options

@@ -136,7 +136,7 @@ class JobsPanel:
             self.dock.report.text.setText(f"could not fetch the report: {exc}")
             return
         self.jobs[job_id] = job
-        self.dock.report.show_job(job, images, self.folder_of(job))
+        self.dock.report.show_job(job, images, self.folder_of(job), list(self.jobs.values()))
 
     @staticmethod
     def _plots(client: BackendClient, job: dict) -> dict[str, bytes]:

@@ -6,6 +6,7 @@ the same for a backend on this machine and one on a colleague's GPU server."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QPixmap
@@ -21,6 +22,10 @@ def report_html(job: dict) -> str:
     lines = [f"<b>{html.escape(str(job.get('type', 'job')))}</b> "
              f"{html.escape(str(job.get('state', '?')))}: {html.escape(job.get('message') or '')}"]
     validation = outputs.get("validation") or {}
+    if job.get("type") == "finetune":
+        quick = bool((job.get("params") or {}).get("quick"))
+        lines.append("training: " + ("quick (a linear classifier on the encoder's features)"
+                                     if quick else "full (decoder trained)"))
     if validation:
         lines.append(_scores(validation))
     change = outputs.get("change") or {}
@@ -40,6 +45,38 @@ def report_html(job: dict) -> str:
     if run_s is not None:
         lines.append(f"ran {run_s:.1f} s")
     return "<br>".join(lines)
+
+
+def same_labels(job: dict, jobs: list[dict]) -> list[dict]:
+    """The succeeded fine-tunes on the same polygons and rasters as `job`, itself included,
+    oldest first: what the report compares (quick beside full)."""
+    params = job.get("params") or {}
+
+    def key(j: dict) -> tuple:
+        p = j.get("params") or {}
+        return str(p.get("labels")), tuple(map(str, p.get("rasters") or ())), p.get("class_field")
+
+    if job.get("type") != "finetune" or not params.get("labels"):
+        return []
+    return sorted((j for j in jobs if j.get("type") == "finetune" and j.get("state") == "succeeded"
+                   and key(j) == key(job)), key=lambda j: str((j.get("timings") or {}).get("created", "")))
+
+
+def comparison_html(runs: list[dict]) -> str:
+    """mIoU and time of each fine-tune on these labels, quick and full side by side."""
+    if len(runs) < 2:
+        return ""
+    rows = []
+    for run in runs:
+        params, outputs = run.get("params") or {}, run.get("outputs") or {}
+        miou = (outputs.get("validation") or {}).get("mean_iou")
+        seconds = (run.get("timings") or {}).get("run_s")
+        rows.append(f"<tr><td>{html.escape(Path(str(params.get('out', '?'))).name)}</td>"
+                    f"<td>{'quick' if params.get('quick') else 'full'}</td>"
+                    f"<td align='right'>{'n/a' if miou is None else f'{miou:.2f}'}</td>"
+                    f"<td align='right'>{'' if seconds is None else f'{seconds:.0f} s'}</td></tr>")
+    return ("<b>on these labels</b><table><tr><th align='left'>model</th><th>training</th>"
+            f"<th>mIoU</th><th>time</th></tr>{''.join(rows)}</table>")
 
 
 def _scores(validation: dict) -> str:
@@ -79,8 +116,11 @@ class ReportView(QGroupBox):
         self.open_folder_button.setEnabled(False)
         layout.addWidget(self.open_folder_button)
 
-    def show_job(self, job: dict, images: dict[str, bytes], folder: str | None) -> None:
-        self.text.setText(report_html(job))
+    def show_job(self, job: dict, images: dict[str, bytes], folder: str | None,
+                 others: list[dict] | None = None) -> None:
+        """`others`: the jobs the dock knows, for the comparison of fine-tunes."""
+        compared = comparison_html(same_labels(job, others or []))
+        self.text.setText(report_html(job) + (f"<br>{compared}" if compared else ""))
         for name, label in self.plots.items():
             pix = QPixmap()
             if name in images and pix.loadFromData(images[name]):

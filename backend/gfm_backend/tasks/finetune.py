@@ -143,6 +143,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     """What a job's `outputs` show of a fine-tune report (the whole report is report.json)."""
     validation = report["validation"]
     return {"classes": report["classes"], "split": report["split"], "time_s": report["time_s"],
+            "training": report.get("training"),
             "warnings": report.get("warnings", []),
             "validation": {"overall_accuracy": validation["overall_accuracy"],
                            "mean_iou": validation["mean_iou"],
