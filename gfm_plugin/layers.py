@@ -65,6 +65,14 @@ def class_field_for(layer: QgsVectorLayer) -> str | None:
     return chosen[0].name() if chosen else None
 
 
+RESULT_FIELDS = frozenset({"class_id", "class_name", "score"})  # polygons.gpkg of a classify
+
+
+def is_result_layer(layer: QgsVectorLayer) -> bool:
+    """A classify's polygons (every square of the map is in them), not drawn labels."""
+    return RESULT_FIELDS <= set(layer.fields().names())
+
+
 def class_problem(layer: QgsVectorLayer, field: str | None,
                   one_class_ok: bool = False) -> str | None:
     """Why training on `field` would not give the classes the analyst means, if it would not.

@@ -19,7 +19,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from . import layers
-from .output_folders import folder_for, new_file
+from .output_folders import folder_for, new_file, safe_name
 
 OUTLINE = "255,120,0,255"  # orange: stands out on imagery and on the class colours
 
@@ -48,7 +48,7 @@ class SuggestActions:
             self.c.error(f"{raster.name()} is not a file: save it as GeoTIFF first")
             return None
         out = new_file(folder_for("results", self.c.settings.results_dir),
-                       f"{raster.name()}-suggestions", ".gpkg")
+                       f"{safe_name(raster.name())}-suggestions", ".gpkg")
         remote = self.c.settings.mode == "remote"
         params = {"raster": path, "model": model["path"], "count": self.row.count_spin.value(),
                   "out": {"output": out.name} if remote else str(out)}
@@ -63,8 +63,8 @@ class SuggestActions:
     def _labels_file(self) -> str | None:
         """The training-labels layer's file, its edits saved, when one is chosen."""
         labels = self.c.dock.labels_combo.currentLayer()
-        if labels is None or labels.featureCount() == 0:
-            return None
+        if labels is None or labels.featureCount() == 0 or layers.is_result_layer(labels):
+            return None  # a map's own polygons are no labels to stay away from
         if labels.isEditable() and labels.isModified():
             labels.commitChanges(False)
         return layers.vector_file_path(labels)
@@ -97,7 +97,6 @@ class SuggestActions:
             return
         self.index = (self.index + delta) % len(self.ids)
         feature = self.layer.getFeature(self.ids[self.index])
-        self.layer.selectByIds([feature.id()])
         self.row.position.setText(
             f"{self.index + 1}/{len(self.ids)}: {feature['hesitates']} "
             f"(unsure {feature['uncertainty']:.2f})")
@@ -111,16 +110,26 @@ class SuggestActions:
         box.scale(3.0)  # the square and its surroundings
         canvas.setExtent(box)
         canvas.refresh()
+        canvas.flashFeatureIds(self.layer, [feature.id()])  # a selection would hide the image
         labels = self.c.dock.labels_combo.currentLayer()
         if labels is not None:
             iface.setActiveLayer(labels)  # draw the polygon right away
 
 
 def add_suggestions_layer(path: str, name: str) -> QgsVectorLayer | None:
-    """The suggestions as orange outlines labelled by rank, on top of the layer tree."""
+    """The suggestions, styled, on top of the layer tree."""
     layer = QgsVectorLayer(f"{path}|layername=suggestions", name, "ogr")
     if not layer.isValid():
         return None
+    style_suggestions(layer)
+    project = QgsProject.instance()
+    project.addMapLayer(layer, False)
+    project.layerTreeRoot().insertLayer(0, layer)
+    return layer
+
+
+def style_suggestions(layer: QgsVectorLayer) -> None:
+    """Orange outlines (the image stays visible inside) labelled by rank."""
     symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": OUTLINE,
                                          "outline_width": "0.8", "outline_width_unit": "MM"})
     layer.setRenderer(QgsSingleSymbolRenderer(symbol))
@@ -136,7 +145,3 @@ def add_suggestions_layer(path: str, name: str) -> QgsVectorLayer | None:
     settings.setFormat(text)
     layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
     layer.setLabelsEnabled(True)
-    project = QgsProject.instance()
-    project.addMapLayer(layer, False)
-    project.layerTreeRoot().insertLayer(0, layer)
-    return layer

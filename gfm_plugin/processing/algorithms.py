@@ -5,8 +5,10 @@ cancelling the job when the user cancels."""
 
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
+from pathlib import Path
 
 from qgis.core import (
     QgsProcessing,
@@ -14,6 +16,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFolder,
     QgsProcessingOutputRasterLayer,
     QgsProcessingOutputVectorLayer,
@@ -150,13 +153,45 @@ def result_layers(files: dict, out: str, key: str, class_raster: str) -> dict:
     return result
 
 
-def load_on_completion(context, result: dict, keys: tuple[str, ...], name: str) -> None:
-    """The result layers QGIS loads when the algorithm ends, each styled by the .qml beside
-    it, named after what was processed."""
+class QmlBeside(QgsProcessingLayerPostProcessorInterface):
+    """Styles a loaded result by the .qml the backend wrote beside its file: Processing
+    itself gives a GeoPackage layer the default style (one colour, no class names)."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        qml = Path(layer.source().split("|")[0]).with_suffix(".qml")
+        if qml.is_file():
+            layer.loadNamedStyle(str(qml))
+            layer.triggerRepaint()
+
+
+class SuggestionsStyle(QgsProcessingLayerPostProcessorInterface):
+    """The dock's look for suggestions: orange outlines labelled by rank."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        from ..suggest_actions import style_suggestions
+
+        style_suggestions(layer)
+        layer.triggerRepaint()
+
+
+POST_PROCESSORS = {"qml": QmlBeside, "suggestions": SuggestionsStyle}
+# A context deletes its layers' post-processors when it ends (so each layer gets its own),
+# but a Python subclass's methods run only while Python holds the object: the latest ones
+# are kept here.
+_ALIVE: collections.deque = collections.deque(maxlen=64)
+
+
+def load_on_completion(context, result: dict, keys: tuple[str, ...], name: str,
+                       style: str = "qml") -> None:
+    """The result layers QGIS loads when the algorithm ends, each styled (by the .qml
+    beside it), named after what was processed."""
     for key in keys:
         if key in result:
             details = QgsProcessingContext.LayerDetails(f"{key.lower()} ({name})",
                                                         context.project(), key)
+            processor = POST_PROCESSORS[style]()
+            _ALIVE.append(processor)
+            details.setPostProcessor(processor)
             context.addLayerToLoadOnCompletion(result[key], details)
 
 
@@ -374,7 +409,7 @@ class SuggestAlgorithm(BackendAlgorithm):
         files = self.run_job(params, feedback).get("files") or {}
         out = next(iter(files.values()), params["out"])
         result = {"OUTPUT": out, "SUGGESTIONS": out + "|layername=suggestions"}
-        load_on_completion(context, result, ("SUGGESTIONS",), layer.name())
+        load_on_completion(context, result, ("SUGGESTIONS",), layer.name(), style="suggestions")
         return result
 
 

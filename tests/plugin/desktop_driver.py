@@ -145,7 +145,39 @@ def workflow_steps():
     shot("backend_restarted")
     yield from processing_steps()
     yield from web_mercator_steps(controller, dock)
+    yield from suggest_steps(controller, dock, "scene")
     yield from change_steps(dock)
+
+
+def suggest_steps(controller, dock, scene_name: str, prefix: str = "suggest"):
+    """Suggest where to label on the scene, the first place shown, then the next one."""
+    scene = next(la for la in QgsProject.instance().mapLayers().values()
+                 if la.name() == scene_name)
+    dock.raster_combo.setLayer(scene)
+    iface.mapCanvas().setDestinationCrs(scene.crs())
+    labels = next((la for la in QgsProject.instance().mapLayers().values()
+                   if la.name() == "BakerLake-like labels"), None)
+    if labels is not None:
+        dock.labels_combo.setLayer(labels)
+    dock.suggest_row.count_spin.setValue(5)
+    dock.findChild(QScrollArea).ensureWidgetVisible(dock.suggest_row)
+    controller.suggest.layer = None
+    task = controller.suggest.suggest()
+    RESULTS[f"{prefix}_params"] = dict(task.params) if task is not None else None
+    RESULTS[f"{prefix}_s"] = yield from wait_until(lambda: controller.suggest.layer is not None, 180)
+    layer = controller.suggest.layer
+    yield 2.0
+    RESULTS[f"{prefix}_count"] = layer.featureCount() if layer else 0
+    RESULTS[f"{prefix}_position"] = dock.suggest_row.position.text()
+    RESULTS[f"{prefix}_source"] = layer.source() if layer else None
+    if layer is not None and controller.suggest.ids:
+        first = layer.getFeature(controller.suggest.ids[0]).geometry().boundingBox()
+        RESULTS[f"{prefix}_first_in_view"] = iface.mapCanvas().extent().contains(first)
+    shot(f"{prefix}_first")
+    dock.suggest_row.next_button.click()
+    yield 2.0
+    RESULTS[f"{prefix}_position_next"] = dock.suggest_row.position.text()
+    shot(f"{prefix}_next")
 
 
 def change_steps(dock):
@@ -282,6 +314,7 @@ def remote_steps():
     RESULTS["remote_status"] = status()
     yield 1.0
     shot("remote_classified")
+    yield from suggest_steps(plugin.controller, dock, "client scene", prefix="remote_suggest")
 
 
 def all_steps():

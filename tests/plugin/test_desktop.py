@@ -137,6 +137,10 @@ def test_an_analysts_session_on_a_1280x800_screen(tmp_path, plugin_zip, backend_
     assert results["webmercator_pixel"] == pytest.approx(0.5 / math.cos(math.radians(lat)), rel=5e-3)
     assert "classify" in " ".join(t for t, _ in results["jobs"])
     assert "classify</b> succeeded" in results["report"] and " ha" in results["report"]
+    assert results["suggest_s"] is not None and 1 <= results["suggest_count"] <= 5
+    assert results["suggest_position"].startswith(f"1/{results['suggest_count']}: ")
+    assert results["suggest_first_in_view"]
+    assert results["suggest_params"]["labels"].endswith("labels.gpkg")
     _layout_ok(results, "change")  # the Detect changes group unfolded
     assert results["change_models"] == ["change-model"]
     assert results["change_detected_s"] is not None
@@ -170,3 +174,5 @@ def test_a_remote_classify_of_a_raster_only_the_client_has(tmp_path, plugin_zip,
     assert results["remote_classified_s"] is not None
     local = tmp_path / "shots-1280x800" / "client" / "results"
     assert results["remote_sources"] and all(s.startswith(str(local)) for s in results["remote_sources"])
+    assert results["remote_suggest_s"] is not None and results["remote_suggest_count"] >= 1
+    assert results["remote_suggest_source"].startswith(str(local))  # downloaded here

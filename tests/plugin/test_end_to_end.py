@@ -142,6 +142,9 @@ def test_processing_classify_algorithm(use_backend, backend_server, backend_outp
     assert sorted(d.name for d in to_load.values()) == [
         "classes (scene)", "confidence (scene)", "polygons (scene)"]
     assert results["CLASSES"] in to_load
+    polygons = QgsVectorLayer(results["POLYGONS"], "p", "ogr")  # styled as the dock does
+    to_load[results["POLYGONS"]].postProcessor().postProcessLayer(polygons, context, feedback)
+    assert polygons.renderer().type() == "categorizedSymbol"
     elsewhere = params | {"MODEL_FOLDER": str(backend_outputs / "model"),
                           "OUTPUT": str(tmp_path / "out2")}  # any package folder instead
     again = QgsProcessingContext()
@@ -160,9 +163,19 @@ def test_processing_suggest_algorithm(use_backend, backend_server, backend_outpu
     layer = QgsRasterLayer(str(backend_outputs / "scene.tif"), "scene")
     QgsProject.instance().addMapLayer(layer)
     out = tmp_path / "next.gpkg"
-    results, _ = run_alg(SuggestAlgorithm, {"INPUT": layer.id(), "MODEL": str(backend_outputs / "model"),
-                                            "COUNT": 4, "CELL": 32, "DEVICE": 1, "OUTPUT": str(out)})
+    alg = SuggestAlgorithm()
+    alg.initAlgorithm()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    results, ok = alg.run({"INPUT": layer.id(), "MODEL": str(backend_outputs / "model"),
+                           "COUNT": 4, "CELL": 32, "DEVICE": 1, "OUTPUT": str(out)},
+                          context, QgsProcessingFeedback())
+    assert ok, results
     suggestions = QgsVectorLayer(results["SUGGESTIONS"], "s", "ogr")
+    details = context.layersToLoadOnCompletion()[results["SUGGESTIONS"]]
+    assert details.name == "suggestions (scene)"
+    details.postProcessor().postProcessLayer(suggestions, context, QgsProcessingFeedback())
+    assert suggestions.labelsEnabled()  # ranked orange outlines, as in the dock
     assert suggestions.isValid() and 1 <= suggestions.featureCount() <= 4
     assert {"rank", "score", "hesitates"} <= set(suggestions.fields().names())
     assert suggestions.crs() == layer.crs()

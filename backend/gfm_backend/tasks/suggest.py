@@ -69,7 +69,7 @@ def suggest(params: SuggestParams, progress: Progress | None = None) -> dict[str
         net = cast(Network, predictor.net) if isinstance(predictor, TorchPredictor) else None
         del predictor
         table = stats.table()
-        boxes = cell_boxes(table, ds.transform)
+        boxes = cell_boxes(table, ds.transform, ds.width, ds.height)
         labelled = labelled_polygons(labels_path, ds.crs)
         excluded = shapely.intersects(boxes, shapely.union_all(labelled)) if len(labelled) \
             else np.zeros(len(boxes), dtype=bool)
@@ -118,10 +118,13 @@ def labelled_polygons(path: Path | None, crs: Any) -> np.ndarray:
     return np.asarray(reproject_geoms(labels.geoms, labels.crs, crs), dtype=object)
 
 
-def cell_boxes(table: CellTable, transform: rasterio.Affine) -> np.ndarray:
-    """Each cell as a square in the raster's CRS (north-up rasters: the transform's corners)."""
+def cell_boxes(table: CellTable, transform: rasterio.Affine, width: int,
+               height: int) -> np.ndarray:
+    """Each cell in the raster's CRS, cut at the raster's edge (north-up rasters: the
+    transform's corners)."""
     xs0, ys0 = transform @ (table.col, table.row)
-    xs1, ys1 = transform @ (table.col + table.cell, table.row + table.cell)
+    xs1, ys1 = transform @ (np.minimum(table.col + table.cell, width),
+                            np.minimum(table.row + table.cell, height))
     return shapely.box(np.minimum(xs0, xs1), np.minimum(ys0, ys1),
                        np.maximum(xs0, xs1), np.maximum(ys0, ys1))
 
