@@ -98,10 +98,12 @@ def _run_demo(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks (speed and memory)")
-    p.add_argument("what", choices=("classify", "change", "pretrain"))
+    p.add_argument("what", choices=("classify", "change", "pretrain", "accuracy"))
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--size", type=int, default=4096, help="classify, change: raster width and height (px)")
-    p.add_argument("--configs", nargs="+", default=["tiny", "base"], help="classify, change: encoders")
+    p.add_argument("--configs", nargs="+", default=["tiny", "base"],
+                   help="classify, change, accuracy: encoders (accuracy: the random-init "
+                   "shapes, besides the weights installed)")
     p.add_argument("--runtimes", nargs="+", default=["torch", "onnx", "onnx-int8"],
                    help="classify, change: runtimes (each against the reference: training-chip "
                    "tiles, fp32 torch)")
@@ -118,11 +120,22 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile-blocks", action="store_true",
                    help="pretrain: torch.compile each Swin block; reports the warm-up time")
     p.add_argument("--device", default=None, help="default: cpu for classify, auto for pretrain")
+    p.add_argument("--data", type=Path, default=None, help="accuracy: the real samples' folder "
+                   "(default: $GFM_REAL_DATA)")
+    p.add_argument("--epochs", type=int, default=8, help="accuracy: epochs of each full fine-tune")
+    p.add_argument("--chips", type=int, default=48, help="accuracy: training chips per fine-tune")
+    p.add_argument("--no-analyst", action="store_true",
+                   help="accuracy: skip the simulated analyst (suggestions against random)")
 
 
 def _run_bench(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     from .tasks.bench import bench_classify, bench_pretrain
 
+    if a.what == "accuracy":
+        from .tasks.bench_accuracy import bench_accuracy
+
+        return bench_accuracy(a.out, data=a.data, configs=a.configs, epochs=a.epochs,
+                              chips=a.chips, analyst=not a.no_analyst, progress=progress)
     if a.what == "pretrain":
         return bench_pretrain(a.config, batch=a.batch, steps=a.steps, device=a.device or "auto",
                               teacher=not a.no_teacher, attention=a.attention,

@@ -32,8 +32,8 @@ def test_class_factory_loads_and_unloads(iface):
     provider = registry.providerById("gfm")
     assert provider is not None
     names = {a.id() for a in provider.algorithms()}
-    assert names == {"gfm:classify", "gfm:finetune", "gfm:geopile", "gfm:pretrain", "gfm:export",
-                     "gfm:detect_change", "gfm:finetune_change"}
+    assert names == {"gfm:classify", "gfm:finetune", "gfm:suggest", "gfm:geopile", "gfm:pretrain",
+                     "gfm:export", "gfm:detect_change", "gfm:finetune_change"}
     iface.mainWindow().show()  # the dock is a child of QGIS's window
     plugin.dock.show()
     QgsApplication.processEvents()

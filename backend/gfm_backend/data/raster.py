@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioIOError, WindowError
 from rasterio.windows import Window
 
 from ..errors import InputError
@@ -176,7 +176,11 @@ def read_window(
     """
     h, w = int(window.height), int(window.width)
     full = Window(0, 0, ds.width, ds.height)
-    inner = window.intersection(full)
+    try:
+        inner = window.intersection(full)
+    except WindowError:  # wholly off the raster: nothing valid to read
+        raw = np.zeros((len(bands), out_size or h, out_size or w), dtype=ds.dtypes[bands[0] - 1])
+        return raw, np.zeros((h, w), dtype=bool)
     r0, c0 = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
     ih, iw = int(inner.height), int(inner.width)
     raw = np.zeros((len(bands), h, w), dtype=ds.dtypes[bands[0] - 1])

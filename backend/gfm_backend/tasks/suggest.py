@@ -70,7 +70,7 @@ def suggest(params: SuggestParams, progress: Progress | None = None) -> dict[str
         del predictor
         table = stats.table()
         boxes = cell_boxes(table, ds.transform, ds.width, ds.height)
-        labelled = labelled_polygons(labels_path, ds.crs)
+        labelled = labelled_polygons(labels_path, ds)
         excluded = shapely.intersects(boxes, shapely.union_all(labelled)) if len(labelled) \
             else np.zeros(len(boxes), dtype=bool)
         candidates = table.candidates(max(POOL_PER_PICK * params.count, 50), excluded)
@@ -111,11 +111,14 @@ def labels_file(params: SuggestParams) -> Path | None:
     return path if trained.get("labels") and path.is_file() else None
 
 
-def labelled_polygons(path: Path | None, crs: Any) -> np.ndarray:
+def labelled_polygons(path: Path | None, ds: rasterio.DatasetReader) -> np.ndarray:
+    """The labelled polygons in the raster's CRS, cut to the raster (those off it go)."""
     if path is None:
         return np.array([], dtype=object)
     labels = read_labels(path, None)
-    return np.asarray(reproject_geoms(labels.geoms, labels.crs, crs), dtype=object)
+    geoms = np.asarray(reproject_geoms(labels.geoms, labels.crs, ds.crs), dtype=object)
+    inside = shapely.intersection(geoms, shapely.box(*ds.bounds))
+    return inside[~shapely.is_empty(inside)]
 
 
 def cell_boxes(table: CellTable, transform: rasterio.Affine, width: int,

@@ -129,3 +129,17 @@ def test_no_place_left_is_an_empty_layer_and_a_warning(field, tmp_path):
                                    out=tmp_path / "none.gpkg", labels=everywhere, device="cpu"))
     assert report["suggestions"] == 0 and "smaller cell" in report["warnings"][-1]
     assert pyogrio.read_info(tmp_path / "none.gpkg")["features"] == 0
+
+
+def test_labels_reaching_off_the_raster_are_cut_to_it(field, tmp_path):
+    """A polygon whose middle lies off the raster, another wholly off it (labels drawn
+    over a larger mosaic): the first counts inside the raster, the second not at all."""
+    with rasterio.open(field["raster"]) as ds:
+        left, bottom, right, top = ds.bounds
+        crs = ds.crs.to_string()
+    straddling = shapely.box(right - 10, bottom + 10, right + 200, bottom + 60)
+    outside = shapely.box(right + 300, bottom, right + 400, bottom + 100)
+    labels = write_polygons(tmp_path / "wide.gpkg", [straddling, outside], ["field", "water"], crs)
+    report = suggest(SuggestParams(raster=field["raster"], model=field["model"],
+                                   out=tmp_path / "s.gpkg", labels=labels, count=3, device="cpu"))
+    assert report["labelled_polygons"] == 1 and report["suggestions"] >= 1
