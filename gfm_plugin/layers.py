@@ -65,7 +65,7 @@ def class_field_for(layer: QgsVectorLayer) -> str | None:
     return chosen[0].name() if chosen else None
 
 
-RESULT_FIELDS = frozenset({"class_id", "class_name", "score"})  # polygons.gpkg of a classify
+RESULT_FIELDS = frozenset({"class_id", "class_name"})  # polygons.gpkg of a classify
 
 
 def is_result_layer(layer: QgsVectorLayer) -> bool:

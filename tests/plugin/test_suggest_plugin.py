@@ -91,3 +91,12 @@ def test_the_report_compares_the_fine_tunes_on_the_same_labels():
     assert "full" in table and "quick" in table and "0.81" in table and "0.74" in table
     assert "300 s" in table and "else" not in table
     assert comparison_html([quick]) == ""
+
+
+def test_a_classify_result_is_never_taken_for_labels(backend_outputs):
+    from gfm_plugin import layers
+
+    result = QgsVectorLayer(str(backend_outputs / "classified" / "polygons.gpkg"), "p", "ogr")
+    drawn = QgsVectorLayer(str(backend_outputs / "labels.gpkg"), "drawn", "ogr")
+    assert result.isValid() and layers.is_result_layer(result)
+    assert not layers.is_result_layer(drawn)

@@ -24,7 +24,6 @@ from .params import SuggestParams
 from .suggest import suggest
 
 STRATEGIES = ("suggestions", "random")
-QUICK_BUDGET = {"epochs": 1, "chips": 48}  # a quick fine-tune trains no epochs
 
 
 class TruthPool:
@@ -69,7 +68,7 @@ class TruthPool:
 
 
 def simulate_analyst(split: Split, work: Path, config: str = "tiny", per_class: int = 3,
-                     per_round: int = 4, rounds: int = 4, seed: int = 0,
+                     per_round: int = 4, rounds: int = 4, seed: int = 0, chips: int = 48,
                      progress: Progress | None = None) -> dict[str, Any]:
     """mIoU against the number of polygons drawn, following suggestions or at random."""
     progress = progress or silent()
@@ -83,7 +82,8 @@ def simulate_analyst(split: Split, work: Path, config: str = "tiny", per_class: 
         for r in range(rounds + 1):
             drawn = pool.write(chosen, work / f"{strategy}-{r}.gpkg")
             round_split = replace(split, labels=drawn, class_field="class")
-            scored, _ = train_and_score(round_split, encoder, True, work, QUICK_BUDGET)
+            scored, _ = train_and_score(round_split, encoder, True, work,
+                                        {"epochs": 1, "chips": chips})  # quick: no epochs
             miou = scored.scores[split.tests[0].name]["mean_iou"]
             curve.append({"polygons": len(chosen), "mean_iou": miou})
             progress((s * (rounds + 1) + r + 1) / (len(STRATEGIES) * (rounds + 1)),

@@ -63,13 +63,13 @@ def test_the_forest_baseline_on_the_building_tiles(real_data, tmp_path):
 
 def test_the_simulated_analyst_follows_suggestions_and_random_polygons(tmp_path):
     """On a synthetic scene: both strategies grow the training set round by round."""
-    scene = make_scene(size=384, seed=8)
+    scene = make_scene(size=320, seed=8)
     train = write_scene(scene, tmp_path / "train.tif")
     geoms, names = draw_training_polygons(scene, per_class=5, box_px=20, seed=3)
     labels = write_polygons(tmp_path / "truth.gpkg", geoms, names, scene.crs)
     split = Split("synthetic", train, labels, "class", "ignore",
                   (Truth("same scene", train, polygons=labels, field="class"),))
-    result = simulate_analyst(split, tmp_path, per_class=2, per_round=2, rounds=1)
+    result = simulate_analyst(split, tmp_path, per_class=2, per_round=2, rounds=1, chips=12)
     for strategy in ("suggestions", "random"):
         curve = result["curves"][strategy]
         assert [p["polygons"] for p in curve] == [8, 10]
