@@ -185,8 +185,13 @@ def read_window(
     ih, iw = int(inner.height), int(inner.width)
     raw = np.zeros((len(bands), h, w), dtype=ds.dtypes[bands[0] - 1])
     valid = np.zeros((h, w), dtype=bool)
-    raw[:, r0 : r0 + ih, c0 : c0 + iw] = ds.read(bands, window=inner)
-    masks = ds.read_masks(bands, window=inner)
+    try:
+        raw[:, r0 : r0 + ih, c0 : c0 + iw] = ds.read(bands, window=inner)
+        masks = ds.read_masks(bands, window=inner)
+    except RasterioIOError as exc:  # a damaged or truncated file: the user's to fix
+        raise InputError(ds.name, f"cannot be read at rows {int(inner.row_off)}-"
+                         f"{int(inner.row_off + ih)}, columns {int(inner.col_off)}-"
+                         f"{int(inner.col_off + iw)} (damaged or truncated? {exc})") from exc
     valid[r0 : r0 + ih, c0 : c0 + iw] = masks.any(axis=0)
     drop_non_finite(raw, valid)
     if out_size is not None and (h, w) != (out_size, out_size):

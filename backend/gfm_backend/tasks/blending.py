@@ -54,11 +54,11 @@ class StripBlender:
 
     def __init__(self, width: int, height: int, num_classes: int, sink: RowSink,
                  rows: int = 1024, nodata_confidence: float = -1.0,
-                 probs_sink: ProbsSink | None = None) -> None:
+                 probs_sink: ProbsSink | None = None, top: int = 0) -> None:
         self.width, self.height, self.num_classes = width, height, num_classes
         self.sink, self.probs_sink = sink, probs_sink
         self.nodata_confidence = nodata_confidence
-        self.top = 0  # raster row of buffer row 0
+        self.top = top  # raster row of buffer row 0 (a rank's share starts lower down)
         self.filled = 0  # buffer rows in use
         self.acc = np.zeros((num_classes, rows, width), dtype=np.float32)
         self.wsum = np.zeros((rows, width), dtype=np.float32)

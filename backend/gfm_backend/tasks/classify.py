@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -82,6 +83,10 @@ def peak_rss_mb() -> float:
 def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[str, Any]:
     """Run the classification job; returns the report also written to report.json."""
     progress = progress or silent()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: share the rows
+        from .classify_ranks import classify_ranked
+
+        return classify_ranked(params, progress)
     t0 = time.perf_counter()
     spec = inference_spec(read_spec(params.model), params.model, params.tile_size,
                           params.tile_overlap)
@@ -100,24 +105,27 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
         else:
             report = _classify_scenes(ds, spec, predictor, params, stage, progress.span(0, 0.9))
         del predictor  # the network's memory is free for vectorizing
-        report["timings_s"]["cog"] = finish_rasters(stage, CLASSES_TIF, spec.classes)
         report["timings_s"]["load_model"] = load_s
-        report["peak_rss_mb_rasters"] = peak_rss_mb()  # before vectorizing
-        if spec.task == "segmentation":
-            if not params.no_polygons:
-                tv = time.perf_counter()
-                report["polygon_count"] = vectorize_classes(
-                    stage / CLASSES_TIF, stage / POLYGONS_GPKG, spec.classes,
-                    min_area_m2=params.min_area, simplify_tolerance=params.simplify,
-                    progress=progress.span(0.9, 1.0),
-                )
-                report["timings_s"]["vectorize"] = time.perf_counter() - tv
-        if (stage / POLYGONS_GPKG).exists():
-            write_polygons_qml(stage / "polygons.qml", spec.classes)
-        report["timings_s"]["total"] = time.perf_counter() - t0
-        write_report(report, stage, Path(params.out))
+        finish_outputs(stage, spec, params, report, progress.span(0.9, 1.0), t0)
     progress(1.0, "done")
     return report
+
+
+def finish_outputs(stage: Path, spec: ModelSpec, params: ClassifyParams, report: dict[str, Any],
+                   progress: Progress, t0: float) -> None:
+    """From the finished rasters: COGs and styles, the polygons, report.json."""
+    report["timings_s"]["cog"] = finish_rasters(stage, CLASSES_TIF, spec.classes)
+    report["peak_rss_mb_rasters"] = peak_rss_mb()  # before vectorizing
+    if spec.task == "segmentation" and not params.no_polygons:
+        tv = time.perf_counter()
+        report["polygon_count"] = vectorize_classes(
+            stage / CLASSES_TIF, stage / POLYGONS_GPKG, spec.classes,
+            min_area_m2=params.min_area, simplify_tolerance=params.simplify, progress=progress)
+        report["timings_s"]["vectorize"] = time.perf_counter() - tv
+    if (stage / POLYGONS_GPKG).exists():
+        write_polygons_qml(stage / "polygons.qml", spec.classes)
+    report["timings_s"]["total"] = time.perf_counter() - t0
+    write_report(report, stage, Path(params.out))
 
 
 def inference_spec(spec: ModelSpec, model: Path, tile: int | None,
@@ -155,11 +163,14 @@ SUMMARY_KEYS = ("predictor", "size", "crs", "warnings", "polygon_count", "class_
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """What a job's `outputs` show of a classify report (the whole report is report.json)."""
+    """What a job's `outputs` show of a classify report (the whole report is report.json);
+    a rank other than the first of a torchrun classify reports only itself."""
+    if "outputs" not in report:
+        return dict(report)
     return {"files": report["outputs"]} | {k: report[k] for k in SUMMARY_KEYS if k in report}
 
 
-def _base_report(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
+def base_report(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
                  params: ClassifyParams) -> dict[str, Any]:
     return {
         "raster": str(params.raster), "model": str(params.model), "task": spec.task,
@@ -190,7 +201,7 @@ def class_stats(report: dict[str, Any], spec: ModelSpec, counts: np.ndarray,
 
 def _segment(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
              params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
-    report = _base_report(ds, spec, predictor, params)
+    report = base_report(ds, spec, predictor, params)
     tiling = tiling_for(ds, spec, report, params.raster)
     report.update(tile_size_px=tiling.src_tile, tile_overlap_px=tiling.src_overlap,
                   tiles=len(tiling.rows) * len(tiling.cols))
@@ -225,7 +236,7 @@ def pixel_area_m2(ds: rasterio.DatasetReader) -> float | None:
 def _classify_scenes(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Predictor,
                      params: ClassifyParams, stage: Path, progress: Progress) -> dict[str, Any]:
     """Scene models label whole tiles: the class raster is at tile resolution, polygons a grid."""
-    report = _base_report(ds, spec, predictor, params)
+    report = base_report(ds, spec, predictor, params)
     _, src_tile = source_tile(ds, spec, report, params.raster)
     rows = list(range(0, ds.height, src_tile))
     cols = list(range(0, ds.width, src_tile))

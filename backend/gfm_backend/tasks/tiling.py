@@ -158,29 +158,34 @@ class TileRun:
 
 
 def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: RowSink,
-                 progress: Progress, probs_sink: ProbsSink | None = None) -> Timer:
+                 progress: Progress, probs_sink: ProbsSink | None = None,
+                 run_rows: tuple[int, int] | None = None) -> Timer:
     """Every tile of the grid through the model, blended and handed to `writer` (and the
-    blended probabilities to `probs_sink`)."""
+    blended probabilities to `probs_sink`). `run_rows`: only the tile rows [first, stop)
+    of `tiling.rows` (a rank's share); the rows they finish go to `writer` as usual."""
     grid, timer = tiling.grid, Timer()
     rows = tiling.rows
+    first, stop = run_rows or (0, len(rows))
+    if stop <= first:
+        return timer
     weight = blend_weights(tiling.src_tile, tiling.src_overlap)
     blender = StripBlender(grid.width, grid.height, run.num_classes, writer,
                            rows=tiling.src_tile, nodata_confidence=CONFIDENCE_NODATA,
-                           probs_sink=probs_sink)
+                           probs_sink=probs_sink, top=rows[first])
     read_row = _row_reader(tiling, read_strip)
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(read_row, rows[0])
-        for i, row in enumerate(rows):
+        pending = reader.submit(read_row, rows[first])
+        for k in range(first, stop):
             tr = time.perf_counter()
             tiles = pending.result()
             timer.add("read_wait", time.perf_counter() - tr)
-            if i + 1 < len(rows):
-                pending = reader.submit(read_row, rows[i + 1])
-            _predict_row(tiles, row, run, blender, weight, tiling.src_tile, timer, progress)
+            if k + 1 < stop:
+                pending = reader.submit(read_row, rows[k + 1])
+            _predict_row(tiles, rows[k], run, blender, weight, tiling.src_tile, timer, progress)
             tw = time.perf_counter()
-            blender.finish_until(rows[i + 1] if i + 1 < len(rows) else grid.height)
+            blender.finish_until(rows[k + 1] if k + 1 < len(rows) else grid.height)
             timer.add("blend_write", time.perf_counter() - tw)
-            progress((i + 1) / len(rows), f"tile row {i + 1}/{len(rows)}")
+            progress((k + 1 - first) / (stop - first), f"tile row {k + 1}/{len(rows)}")
     return timer
 
 
