@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import GfmError
 from ..progress import Progress
 from .config import STATE_DIR_ENV, ServiceConfig, default_state_dir
 
@@ -26,7 +27,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=0, help="TCP port (default 0: a free one)")
     _state_dir_arg(p)
     p.add_argument("--gpu-jobs", type=int, default=1,
-                   help="GPU-lane jobs (classify, finetune, pretrain) at a time")
+                   help="GPU-lane jobs (classify, finetune, pretrain) at a time, per GPU")
+    p.add_argument("--gpu-devices", default="auto", metavar="auto|none|0,1",
+                   help="GPUs to place jobs on, one lane each (auto: those nvidia-smi lists)")
     p.add_argument("--cpu-jobs", type=int, default=2,
                    help="CPU-lane jobs (export, geopile, device cpu) at a time beside them")
     p.add_argument("--models", type=Path, action="append", metavar="DIR",
@@ -56,11 +59,17 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from .gpu_lanes import parse_devices, probe_devices
     from .server import serve
 
+    try:
+        devices = parse_devices(a.gpu_devices)
+    except ValueError as exc:
+        raise GfmError(str(exc)) from exc
     return serve(ServiceConfig(
         state_dir=a.state_dir or default_state_dir(), host=a.host, port=a.port,
         gpu_jobs=a.gpu_jobs, cpu_jobs=a.cpu_jobs, cancel_grace_s=a.cancel_grace,
+        gpu_devices=probe_devices() if devices is None else devices,
         heartbeat_timeout_s=a.heartbeat_timeout, max_upload_gb=a.max_upload_gb,
         user_quota_gb=a.user_quota_gb,
         data_root=a.data_root, keep_days=a.keep_days, certfile=a.certfile, keyfile=a.keyfile,

@@ -31,8 +31,9 @@ class ServiceConfig:
     state_dir: Path = field(default_factory=default_state_dir)
     host: str = "127.0.0.1"
     port: int = 0
-    gpu_jobs: int = 1
+    gpu_jobs: int = 1  # per GPU device when there are several
     cpu_jobs: int = 2
+    gpu_devices: list[int] | None = None  # GPU lanes, one per device ([] or None: one lane)
     cancel_grace_s: float = 10.0
     heartbeat_timeout_s: float = 60.0  # a worker silent this long is hung: killed, job failed
     model_dirs: list[Path] = field(default_factory=list)

@@ -10,6 +10,7 @@ into a failed job with a plain message, and carries out cancels (a flag the job'
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing as mp
 import os
@@ -24,9 +25,10 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from .config import ServiceConfig
+from .gpu_lanes import accepts, placed
 from .jobs import CPU, GPU
 from .messages import Cancel, Command, Done, Event, Failed, Heartbeat, Progressed, Quit, Run, Stopped
-from .store import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, JobStore
+from .store import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, JobRecord, JobStore
 from .worker import worker_main
 
 log = logging.getLogger("gfm_backend.service")
@@ -40,6 +42,7 @@ class Slot:
 
     lane: str
     index: int
+    device: int | None = None  # the GPU a gpu-lane slot places its jobs on (None: theirs)
     process: BaseProcess | None = None
     commands: Connection | None = None
     events: Connection | None = None
@@ -50,7 +53,11 @@ class Slot:
 
     @property
     def name(self) -> str:
-        return f"{self.lane}-{self.index}"
+        return f"{self.lane}-{self.index}" + ("" if self.device is None else f" (cuda:{self.device})")
+
+
+def _fits(device: int | None, devices: list[int], record: JobRecord) -> bool:
+    return accepts(device, record.params, devices)
 
 
 def crash_message(exitcode: int | None) -> str:
@@ -75,7 +82,9 @@ class Dispatcher:
     def __init__(self, store: JobStore, config: ServiceConfig) -> None:
         self.store, self.config = store, config
         self._ctx = mp.get_context("spawn")
-        self._slots = ([Slot(GPU, i) for i in range(config.gpu_jobs)]
+        devices: list[int | None] = list(config.gpu_devices or []) or [None]
+        gpu = [(d, i) for d in devices for i in range(config.gpu_jobs)]
+        self._slots = ([Slot(GPU, n, device=d) for n, (d, _) in enumerate(gpu)]
                        + [Slot(CPU, i) for i in range(config.cpu_jobs)])
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -275,14 +284,16 @@ class Dispatcher:
                 log.info("the job records are up to date again")
 
     def _schedule(self) -> None:
+        devices = self.config.gpu_devices or []
         for slot in self._slots:
             if slot.job_id is not None:
                 continue
             busy = {s.job_id for s in self._slots if s.job_id} | {w[1] for w in self._deferred}
-            record = self.store.next_queued(slot.lane, exclude=busy)
+            record = self.store.next_queued(slot.lane, exclude=busy,
+                                            accept=functools.partial(_fits, slot.device, devices))
             if record is None:
                 continue
-            self._start_job(slot, record.id, record.type, record.params)
+            self._start_job(slot, record.id, record.type, placed(slot.device, record.params))
 
     def _start_job(self, slot: Slot, job_id: str, job_type: str, params: dict[str, Any]) -> None:
         if slot.process is None or not slot.process.is_alive():

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -213,17 +213,20 @@ class JobStore:
             rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
         return [_record(r) for r in rows]
 
-    def next_queued(self, resource: str, exclude: set[str] | None = None) -> JobRecord | None:
-        """The oldest queued job of a resource kind: first come, first served. `exclude`:
-        jobs already started whose new state is not written yet."""
+    def next_queued(self, resource: str, exclude: set[str] | None = None,
+                    accept: Callable[[JobRecord], bool] | None = None) -> JobRecord | None:
+        """The oldest queued job of a resource kind (that `accept`s, e.g. one not pinned to
+        another GPU): first come, first served. `exclude`: jobs already started whose new
+        state is not written yet."""
         skip = sorted(exclude or ())
         marks = ", ".join("?" * len(skip))
         with self._lock:
-            row = self._db.execute(
+            rows = self._db.execute(
                 "SELECT * FROM jobs WHERE state = ? AND resource = ?"
-                + (f" AND id NOT IN ({marks})" if skip else "") + " ORDER BY seq LIMIT 1",
-                (QUEUED, resource, *skip)).fetchone()
-        return _record(row) if row else None
+                + (f" AND id NOT IN ({marks})" if skip else "") + " ORDER BY seq"
+                + ("" if accept else " LIMIT 1"), (QUEUED, resource, *skip)).fetchall()
+        records = (_record(row) for row in rows)
+        return next((r for r in records if accept is None or accept(r)), None)
 
     def mark_running(self, job_id: str, pid: int | None) -> None:
         record = self.get(job_id)

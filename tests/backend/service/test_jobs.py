@@ -116,6 +116,35 @@ def test_one_gpu_job_at_a_time_cpu_jobs_beside_it(server: Server, tmp_path):
     assert s2["timings"]["started"] >= s1["timings"]["finished"]
 
 
+def test_one_lane_per_gpu_jobs_placed_on_free_devices(start_server):
+    """Two GPUs named: two jobs run at once, each told its device; one pinned to a device
+    waits for it although the other is free."""
+    server = start_server(None, "--gpu-devices", "0,1")
+    long = server.submit("where", seconds=3.0)
+    short = server.submit("where", seconds=0.3)
+    pinned = server.submit("where", device="cuda:0", seconds=0.1)
+    done = {k: server.wait(j["id"]) for k, j in (("long", long), ("short", short),
+                                                  ("pinned", pinned))}
+    assert {k: d["outputs"]["device"] for k, d in done.items()} == {
+        "long": "cuda:0", "short": "cuda:1", "pinned": "cuda:0"}
+    assert done["short"]["timings"]["started"] < done["long"]["timings"]["finished"]
+    assert done["pinned"]["timings"]["started"] >= done["long"]["timings"]["finished"]
+    assert server.job(long["id"])["params"]["device"] == "auto"  # the record keeps what was asked
+
+
+def test_gpu_devices_are_parsed_or_refused_in_words():
+    from gfm_backend.service.gpu_lanes import parse_devices, placed
+
+    assert parse_devices("auto") is None and parse_devices("none") == []
+    assert parse_devices("0, 2") == [0, 2]
+    for bad in ("gpu0", "1,1", "-1"):
+        with pytest.raises(ValueError, match="--gpu-devices"):
+            parse_devices(bad)
+    assert placed(1, {"device": "auto"}) == {"device": "cuda:1"}
+    assert placed(1, {"device": "cpu"}) == {"device": "cpu"}
+    assert placed(None, {"device": "auto"}) == {"device": "auto"}
+
+
 def test_resume_only_where_it_makes_sense(server: Server, small_raster, tmp_path):
     job = server.submit("steps", out=str(tmp_path / "s"), steps=1, step_s=0)
     server.wait(job["id"])

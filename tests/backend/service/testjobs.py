@@ -14,9 +14,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from gfm_backend.errors import InputError
-from gfm_backend.parameters import JobParams, Kind, StrictBool, StrictFloat, StrictInt
+from gfm_backend.parameters import Device, JobParams, Kind, StrictBool, StrictFloat, StrictInt
 from gfm_backend.progress import Progress
-from gfm_backend.service.jobs import CPU, JobType, register
+from gfm_backend.service.jobs import CPU, GPU, JobType, register
 
 
 def run_steps(p: StepsParams, progress: Progress) -> dict[str, Any]:
@@ -55,6 +55,13 @@ def run_stubborn(p: StubbornParams, progress: Progress) -> dict[str, Any]:
     return {}
 
 
+def run_where(p: WhereParams, progress: Progress) -> dict[str, Any]:
+    """Says which device it was placed on (what a GPU job would compute on)."""
+    progress(0.1, f"on {p.device}")
+    time.sleep(p.seconds)
+    return {"device": p.device}
+
+
 def _lane(p: dict[str, Any]) -> str:
     return p["lane"]
 
@@ -73,6 +80,12 @@ class CrashParams(JobParams):
     how: Literal["exit", "kill", "memory", "input", "bug"]
 
 
+class WhereParams(JobParams):
+    job: ClassVar[str] = "where"
+    device: Device = "auto"
+    seconds: StrictFloat = Field(0.5, ge=0)
+
+
 class StubbornParams(JobParams):
     job: ClassVar[str] = "stubborn"
     seconds: StrictFloat = Field(60, ge=0)
@@ -81,3 +94,4 @@ class StubbornParams(JobParams):
 register(JobType("steps", params=StepsParams, run=run_steps, resource=_lane, resumable=True))
 register(JobType("crash", params=CrashParams, run=run_crash, resource=CPU))
 register(JobType("stubborn", params=StubbornParams, run=run_stubborn, resource=CPU))
+register(JobType("where", params=WhereParams, run=run_where, resource=GPU))
