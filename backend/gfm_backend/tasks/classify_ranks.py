@@ -202,12 +202,13 @@ def _ranked(ctx: Any, params: ClassifyParams, spec: ModelSpec, stage: Path,
         del predictor, run
         if not ctx.is_main:
             return {}
+        ta = time.perf_counter()
         writer = StripWriter(tiling.grid, spec.classes, stage / CLASSES_TIF, stage / CONFIDENCE_TIF)
         assemble(stage, shares, writer)
         class_stats(report, spec, writer.counts, pixel_area_m2(ds))
     report.update(tile_size_px=tiling.src_tile, tile_overlap_px=tiling.src_overlap,
                   tiles=len(tiling.rows) * len(tiling.cols), ranks=ctx.world,
-                  timings_s=timer.seconds)
+                  timings_s=timer.seconds | {"assemble": time.perf_counter() - ta})
     finish_outputs(stage, spec, params, report, progress.span(0.9, 1.0), t0)
     return report
 
