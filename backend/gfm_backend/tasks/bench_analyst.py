@@ -24,6 +24,7 @@ from .params import SuggestParams
 from .suggest import suggest
 
 STRATEGIES = ("suggestions", "random")
+ANALYST_CELL = 48  # px: the samples are a few hundred px across, half a tile leaves few cells
 
 
 class TruthPool:
@@ -104,7 +105,7 @@ def _suggested(pool: TruthPool, split: Split, model: str, chosen: list[int], cou
                work: Path, round_: int) -> list[int]:
     out = work / f"suggested-{round_}.gpkg"
     suggest(SuggestParams(raster=split.raster, model=Path(model), out=out, labels=split.labels,
-                          count=3 * count, device="cpu"))
+                          count=3 * count, cell=ANALYST_CELL, device="cpu"))
     _, _, wkb, (ranks,) = pyogrio.raw.read(out, columns=["rank"])
     boxes = shapely.from_wkb(wkb)[np.argsort(ranks)]
     return pool.near(boxes, chosen, count)

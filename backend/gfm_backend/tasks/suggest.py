@@ -41,6 +41,7 @@ from .tiling import TileRun, stream_tiles
 log = logging.getLogger(__name__)
 POOL_PER_PICK = 5  # candidates encoded per suggestion asked for
 MAX_LABELLED = 256  # labelled polygons encoded to measure novelty against
+LABELLED_SHARE = 0.5  # a cell this much covered by labels is labelled already
 LAYER = "suggestions"
 
 
@@ -71,8 +72,7 @@ def suggest(params: SuggestParams, progress: Progress | None = None) -> dict[str
         table = stats.table()
         boxes = cell_boxes(table, ds.transform, ds.width, ds.height)
         labelled = labelled_polygons(labels_path, ds)
-        excluded = shapely.intersects(boxes, shapely.union_all(labelled)) if len(labelled) \
-            else np.zeros(len(boxes), dtype=bool)
+        excluded = labelled_share(boxes, labelled) >= LABELLED_SHARE
         candidates = table.candidates(max(POOL_PER_PICK * params.count, 50), excluded)
         progress(0.85, f"encoding {len(candidates)} candidate places")
         encoder = CellEncoder(net or load_network(params.model, spec), spec, params.device,
@@ -119,6 +119,14 @@ def labelled_polygons(path: Path | None, ds: rasterio.DatasetReader) -> np.ndarr
     geoms = np.asarray(reproject_geoms(labels.geoms, labels.crs, ds.crs), dtype=object)
     inside = shapely.intersection(geoms, shapely.box(*ds.bounds))
     return inside[~shapely.is_empty(inside)]
+
+
+def labelled_share(boxes: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    """How much of each cell the labelled polygons cover (0 to 1)."""
+    if not len(labelled):
+        return np.zeros(len(boxes))
+    covered = shapely.area(shapely.intersection(boxes, shapely.union_all(labelled)))
+    return covered / np.maximum(shapely.area(boxes), 1e-12)
 
 
 def cell_boxes(table: CellTable, transform: rasterio.Affine, width: int,

@@ -85,7 +85,8 @@ def test_suggest_writes_ranked_squares_apart_from_the_labels(field):
     _, _, wkb, values = pyogrio.raw.read(out, columns=["rank", "score", "uncertainty"])
     boxes = shapely.from_wkb(wkb)
     labels = shapely.from_wkb(pyogrio.raw.read(field["labels"])[2])
-    assert not shapely.intersects(boxes[:, None], labels[None, :]).any()
+    covered = shapely.area(shapely.intersection(boxes, shapely.union_all(labels)))
+    assert (covered < 0.5 * shapely.area(boxes)).all()  # none half labelled already
     assert shapely.within(boxes, bounds.buffer(1e-6)).all()
     assert list(values[0]) == [1, 2, 3, 4, 5, 6]
     assert (np.diff(values[1]) <= 1e-9).all()  # best first
