@@ -15,7 +15,9 @@ time taken, all in one run. Figures, not tests; without the samples it says so.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ import rasterio
 import rasterio.features
 import shapely
 
+from ..atomic import write_text_atomic
 from ..data.labels import read_labels, reproject_geoms, value_name
 from ..progress import Progress, silent
 from .metrics import confusion, summarize
@@ -236,4 +239,6 @@ def bench_accuracy(out: Path, data: Path | None = None, configs: list[str] | Non
         from .bench_analyst import simulate_analyst
 
         results["analyst"] = simulate_analyst(splits[0], work, progress=progress.span(0.6, 1.0))
+    shutil.rmtree(work, ignore_errors=True)  # the models and maps made for scoring
+    write_text_atomic(out / "accuracy.json", json.dumps(results, indent=2))
     return results
