@@ -98,7 +98,8 @@ def simulate_analyst(split: Split, work: Path, config: str = "tiny", per_class: 
             chosen += new
     return {"split": split.name, "scored_on": split.tests[0].name, "encoder": encoder[0],
             "training": "quick", "start_per_class": per_class, "per_round": per_round,
-            "curves": curves, "suggestions_reach_random_final_at": _reach(curves)}
+            "curves": curves, "suggestions_reach_random_final_at": _reach(curves),
+            "best": {k: max(c, key=lambda p: p["mean_iou"] or 0.0) for k, c in curves.items()}}
 
 
 def _suggested(pool: TruthPool, split: Split, model: str, chosen: list[int], count: int,

@@ -75,6 +75,7 @@ def test_the_simulated_analyst_follows_suggestions_and_random_polygons(tmp_path)
         assert [p["polygons"] for p in curve] == [8, 10]
         assert all(p["mean_iou"] is not None for p in curve)
     assert result["suggestions_reach_random_final_at"] in (None, 8, 10)
+    assert set(result["best"]) == {"suggestions", "random"}
     assert np.isfinite(result["curves"]["random"][-1]["mean_iou"])
 
 
