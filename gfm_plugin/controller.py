@@ -351,6 +351,10 @@ class GfmController:
         if not rasters or labels is None:
             self.error("pick the training rasters and the training-labels layer")
             return None
+        if layers.is_result_layer(labels) and not self.confirm(
+                f"{labels.name()} is a classification result (its polygons are a model's map, "
+                "not drawn labels). Train on it anyway?"):
+            return None
         if not self.edits_saved(labels, "labels"):
             return None
         raster_paths = [layers.raster_file_path(r) for r in rasters]

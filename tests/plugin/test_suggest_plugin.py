@@ -100,3 +100,15 @@ def test_a_classify_result_is_never_taken_for_labels(backend_outputs):
     drawn = QgsVectorLayer(str(backend_outputs / "labels.gpkg"), "drawn", "ogr")
     assert result.isValid() and layers.is_result_layer(result)
     assert not layers.is_result_layer(drawn)
+
+
+def test_fine_tune_on_a_classify_result_asks_first(plugin, backend_outputs):
+    raster = QgsRasterLayer(str(backend_outputs / "scene.tif"), "scene")
+    result = QgsVectorLayer(str(backend_outputs / "classified" / "polygons.gpkg"), "polygons", "ogr")
+    QgsProject.instance().addMapLayers([raster, result])
+    plugin.dock.raster_combo.setLayer(raster)
+    plugin.dock.labels_combo.setLayer(result)
+    asked = []
+    plugin.confirm = lambda text: asked.append(text) or False
+    assert plugin.finetune_current() is None
+    assert "classification result" in asked[0]
