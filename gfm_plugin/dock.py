@@ -86,8 +86,10 @@ class GfmDock(QDockWidget):
         self.field_combo.setLayer(self.labels_combo.currentLayer())
         self.refresh_training_rasters()
         project = QgsProject.instance()
-        project.layersAdded.connect(lambda _l: self.refresh_training_rasters())
-        project.layersRemoved.connect(lambda _l: self.refresh_training_rasters())
+        # bound methods, not lambdas: Qt drops them with the dock, whereas a lambda would
+        # outlive it and raise on the next layer added (fatal in a slot)
+        project.layersAdded.connect(self._layers_changed)
+        project.layersRemoved.connect(self._layers_changed)
 
     def _status_row(self) -> QVBoxLayout:
         """The status on a line of its own (the dock's full width), the buttons below it."""
@@ -216,6 +218,9 @@ class GfmDock(QDockWidget):
         layout.addLayout(job_buttons)
 
     # -- views the controller updates ---------------------------------------------
+    def _layers_changed(self, _layers) -> None:
+        self.refresh_training_rasters()
+
     def refresh_training_rasters(self) -> None:
         """Every raster layer of the project, the checked ones kept checked."""
         checked = set(self.training_rasters.checkedItemsData())
