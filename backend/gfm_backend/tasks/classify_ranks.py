@@ -42,7 +42,7 @@ from .classify import (
     tiling_for,
 )
 from .params import ClassifyParams
-from .tiling import Grid, StripWriter, TileRun, Tiling, stream_tiles
+from .tiling import Grid, StripWriter, TileRun, Tiling, Timer, stream_tiles
 
 log = logging.getLogger(__name__)
 PARTS = "parts"
@@ -216,9 +216,8 @@ def _ranked(ctx: Any, params: ClassifyParams, spec: ModelSpec, stage: Path,
 def _run_share(ds: rasterio.DatasetReader, spec: ModelSpec, tiling: Tiling, run: TileRun,
                share: RowShare, stage: Path, rank: int, progress: Progress) -> Any:
     (stage / PARTS).mkdir(exist_ok=True)
-    if share.empty:
-        return stream_tiles(tiling, lambda win: read_window(ds, spec.bands, win), run,
-                            lambda *_: None, progress, run_rows=(0, 0))
+    if share.empty:  # more ranks than tile rows
+        return Timer()
     classes_tif, confidence_tif = part_paths(stage, rank)
     writer = StripWriter(share_grid(tiling.grid, share), spec.classes, classes_tif, confidence_tif)
     try:

@@ -53,8 +53,8 @@ def suggest(params: SuggestParams, progress: Progress | None = None) -> dict[str
     if spec.task != "segmentation":
         raise InputError(params.model, f"is a {spec.task} model; suggestions come from a "
                          "model that maps classes pixel by pixel (segmentation)")
-    target = suggestion_target(params)
     labels_path = labels_file(params)
+    target = suggestion_target(params, labels_path)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(params.raster) as ds:
         check_bands(ds, spec, params.raster)
         report: dict[str, Any] = {"raster": str(params.raster), "model": str(params.model),
@@ -93,9 +93,11 @@ def suggest(params: SuggestParams, progress: Progress | None = None) -> dict[str
     return report
 
 
-def suggestion_target(params: SuggestParams) -> Path:
+def suggestion_target(params: SuggestParams, labels: Path | None) -> Path:
+    """Where the suggestions go: never the raster, the labels read (given or the model's
+    own), nor a file in the model package."""
     return check_output_file(params.out, ".gpkg", params.overwrite,
-                             {"raster": params.raster, "labels": params.labels},
+                             {"raster": params.raster, "labels": labels},
                              inside_not=Path(params.model))
 
 

@@ -105,6 +105,11 @@ def test_suggest_refuses_to_write_over_files(field):
             suggest(SuggestParams(raster=field["raster"], model=field["model"], out=out,
                                   labels=field["labels"], device="cpu"))
     assert existing.read_bytes() == b"someone's"
+    trained_on = field["labels"]  # the labels read by default, even with --overwrite
+    with pytest.raises(InputError, match="labels"):
+        suggest(SuggestParams(raster=field["raster"], model=field["model"], out=trained_on,
+                              overwrite=True, device="cpu"))
+    assert pyogrio.read_info(trained_on)["features"] > 0
 
 
 def test_suggest_command_line_and_a_scene_model(field, tmp_path):
