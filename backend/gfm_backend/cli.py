@@ -104,9 +104,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--configs", nargs="+", default=["tiny", "base"],
                    help="classify, change, accuracy: encoders (accuracy: the random-init "
                    "shapes, besides the weights installed)")
-    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx", "onnx-int8"],
+    p.add_argument("--runtimes", nargs="+", default=["torch", "torch-bf16", "onnx", "onnx-int8"],
                    help="classify, change: runtimes (each against the reference: training-chip "
                    "tiles, fp32 torch)")
+    p.add_argument("--tiles", nargs="+", choices=("inference", "training"),
+                   default=["inference", "training"], help="classify, change: run each runtime "
+                   "at the package's inference tiles, at its training chips, or both")
     p.add_argument("--repeat", type=int, default=1,
                    help="classify, change: runs of each side, the best counts (noisy machines)")
     p.add_argument("--config", default="base", help="pretrain: encoder config")
@@ -142,7 +145,8 @@ def _run_bench(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                               compile_blocks=a.compile_blocks, pile=a.pile, progress=progress)
     task = "change_detection" if a.what == "change" else "segmentation"
     return bench_classify(a.out, size=a.size, configs=a.configs, runtimes=a.runtimes,
-                          device=a.device or "cpu", repeat=a.repeat, progress=progress, task=task)
+                          device=a.device or "cpu", repeat=a.repeat, progress=progress, task=task,
+                          tiles=a.tiles)
 
 
 AddFn = Callable[[Any], None]

@@ -30,3 +30,13 @@ def describe_device(device: torch.device) -> str:
 
         return f"CUDA: {torch.cuda.get_device_name(device)}"
     return "CPU"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run in hardware here: CUDA, or a CPU with AMX or AVX512-BF16
+    (elsewhere torch emulates them, slower than fp32)."""
+    if device.type == "cuda":
+        return True
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())

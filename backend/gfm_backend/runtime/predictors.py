@@ -1,6 +1,7 @@
 """Predictors: normalised float32 NCHW batch in, class probabilities out, as numpy.
 
-One interface for torch (CPU, or CUDA with bf16 autocast) and ONNX Runtime, so the
+One interface for torch (fp32 on a CPU, bf16 autocast on CUDA; `torch-bf16`: bf16 on a
+CPU too, 2.5-3x faster where it has AMX) and ONNX Runtime, so the
 tiling, blending and writing code never knows which runtime runs the network. torch is
 imported only for the torch runtime: it costs ~0.5 GB of resident memory on its own.
 """
@@ -14,12 +15,13 @@ import numpy as np
 
 from ..errors import GfmError, InputError
 from ..package import ModelSpec
-from .device import describe_device, resolve_device
+from .device import describe_device, native_bf16, resolve_device
 
 if TYPE_CHECKING:
     import torch
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
+TORCH_RUNTIMES = ("torch", "torch-bf16")
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"  # MatMuls quantized to int8 (`gfm export --int8`)
 ONNX_FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_FILE}
@@ -39,7 +41,9 @@ class TorchPredictor:
         self.net = net.to(device).eval()
         self.device = device
         self.bf16 = device.type == "cuda" if bf16 is None else bf16
-        self.description = f"torch on {describe_device(device)}" + (" (bf16)" if self.bf16 else "")
+        slow = "" if native_bf16(device) else ", emulated: slower than fp32 on this CPU"
+        self.description = f"torch on {describe_device(device)}" + (
+            f" (bf16{slow})" if self.bf16 else "")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -81,13 +85,14 @@ def make_predictor(
     model_dir: Path, spec: ModelSpec, runtime: str = "torch", device: str = "auto"
 ) -> Predictor:
     """Open the model package on the asked runtime and device."""
-    if runtime == "torch":
+    if runtime in TORCH_RUNTIMES:
         from ..models.network import load_network
 
         net = load_network(model_dir, spec)
         if net.encoder.config.img_size != spec.tile_size:  # the inference tile, same window
             net.encoder.set_input_size(spec.tile_size)
-        return TorchPredictor(net, resolve_device(device))
+        return TorchPredictor(net, resolve_device(device),
+                              bf16=True if runtime == "torch-bf16" else None)
     if runtime in ONNX_FILES:
         path = Path(model_dir) / ONNX_FILES[runtime]
         if not path.is_file():

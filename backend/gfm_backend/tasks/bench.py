@@ -9,12 +9,10 @@ tile), their ratio, and peak RSS. Figures, not tests.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,75 +22,25 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from ..atomic import atomic_path
-from ..data.synthetic import SCENE_CLASSES, make_scene, write_scene
-from ..data.synthetic_change import CHANGE_CLASSES
+from ..data.synthetic import SCENE_CLASSES
 from ..errors import InputError
 from ..models import CONFIGS, build_encoder
-from ..models.network import build_network, default_head_channels, save_network
-from ..package import ModelSpec, default_classes, read_spec, write_spec
+from ..package import read_spec
 from ..progress import Progress, silent
 from ..runtime import make_predictor
-from .export import export_onnx, quantize_int8
+from .bench_inputs import (
+    BenchModels,
+    bench_truth,
+    make_bench_after,
+    make_bench_models,
+    make_bench_raster,
+)
+from .metrics import confusion, summarize
 
 
-def make_bench_raster(path: Path, size: int) -> Path:
-    """A size x size RGB GeoTIFF tiled from a 1024 px synthetic scene (block by block)."""
-    if path.exists():
-        with rasterio.open(path) as ds:
-            if ds.width == size:
-                return path
-    scene = make_scene(1024, seed=1)
-    with tempfile.TemporaryDirectory(dir=path.parent) as sample_dir:
-        sample = write_scene(scene, Path(sample_dir) / "sample.tif")  # for its profile
-        with rasterio.open(sample) as src:
-            profile = src.profile | {"width": size, "height": size}
-    with atomic_path(path, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        for r in range(0, size, 1024):
-            for c in range(0, size, 1024):
-                h, w = min(1024, size - r), min(1024, size - c)
-                dst.write(scene.image[:, :h, :w], window=rasterio.windows.Window(c, r, w, h))
-    return path
-
-
-def make_bench_after(before: Path, path: Path) -> Path:
-    """The later date of the bench pair: BEFORE brighter (same grid), written block by block."""
-    if path.exists():
-        return path
-    with rasterio.open(before) as src, atomic_path(path, suffix=".tif") as tmp:
-        with rasterio.open(tmp, "w", **src.profile) as dst:
-            for _, window in src.block_windows(1):
-                block = src.read(window=window).astype(np.int16) + 20
-                dst.write(np.clip(block, 0, 255).astype(np.uint8), window=window)
-    return path
-
-
-def make_bench_model(model_dir: Path, config: str, task: str = "segmentation") -> Path:
-    """A model package with random weights of the given encoder shape (speed only)."""
-    if (model_dir / "model.json").exists():
-        return model_dir
-    model_dir.mkdir(parents=True, exist_ok=True)
-    enc = build_encoder(copy.deepcopy(CONFIGS[config]))
-    names = list(CHANGE_CLASSES) if task == "change_detection" else list(SCENE_CLASSES)
-    infer = 3 * enc.config.img_size  # 576 px tiles (speed only: see the README on accuracy)
-    spec = ModelSpec(task=task, classes=default_classes(names),
-                     encoder=enc.config.to_json(), gsd_m=0.5, tile_size=enc.config.img_size,
-                     tile_overlap=enc.config.img_size // 4, infer_tile_size=infer,
-                     infer_tile_overlap=infer // 9,
-                     head={"type": "upernet", "channels": default_head_channels(enc.config.embed_dim)},
-                     name=f"bench-{config}")
-    net = build_network(spec, enc).eval()
-    save_network(net, spec, model_dir)
-    export_onnx(net, spec, model_dir / "model.onnx")
-    quantize_int8(model_dir / "model.onnx")
-    write_spec(model_dir, spec)
-    return model_dir
-
-
-def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: int,
-                tile: int | None = None) -> float:
+def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: int) -> float:
     """Seconds to push `tiles` tiles through the network alone (after one warm-up batch)."""
-    spec = read_spec(model_dir).for_inference(tile)
+    spec = read_spec(model_dir).for_inference()
     predictor = make_predictor(model_dir, spec, runtime, device)
     x = np.random.default_rng(0).standard_normal(  # a change model: both dates' channels
         (batch, len(spec.bands) * spec.inputs, spec.tile_size, spec.tile_size)).astype(np.float32)
@@ -107,7 +55,7 @@ def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: i
 
 
 def _job_run(inputs: list[Path], model: Path, result_dir: Path, runtime: str, device: str,
-             batch: int, tile: int | None = None) -> tuple[dict[str, Any], float]:
+             batch: int) -> tuple[dict[str, Any], float]:
     """A real `gfm classify RASTER` (or `gfm detect-change BEFORE AFTER`) in a child
     process: its report and wall seconds."""
     command = "classify" if len(inputs) == 1 else "detect-change"
@@ -115,8 +63,7 @@ def _job_run(inputs: list[Path], model: Path, result_dir: Path, runtime: str, de
     proc = subprocess.run(
         [sys.executable, "-m", "gfm_backend.cli", "--quiet", command, *map(str, inputs),
          "--model", str(model), "--out", str(result_dir), "--runtime", runtime,
-         "--device", device, "--batch-size", str(batch), "--overwrite",
-         *(["--tile-size", str(tile)] if tile else [])],
+         "--device", device, "--batch-size", str(batch), "--overwrite"],
         capture_output=True, text=True,
     )
     wall = time.perf_counter() - t0
@@ -138,11 +85,11 @@ REFERENCE = "torch"  # today's path: the training chips as tiles, fp32 torch
 def bench_classify(out: Path, size: int = 4096, configs: list[str] | None = None,
                    runtimes: list[str] | None = None, device: str = "cpu", batch: int = 8,
                    repeat: int = 1, progress: Progress | None = None,
-                   task: str = "segmentation") -> dict[str, Any]:
+                   task: str = "segmentation", tiles: list[str] | None = None) -> dict[str, Any]:
     """For each config: the reference (training-chip tiles, torch fp32), then each runtime
-    at the package's inference tiles, with `speedup_vs_reference` (end to end) and
-    `agreement_vs_reference` (share of equal class pixels). `task` change_detection
-    benches `gfm detect-change` on a pair of `size` px dates."""
+    at each of `tiles` (the package's "inference" tiles, the "training" chips), with
+    `speedup_vs_reference` (end to end) and `agreement_vs_reference` (share of equal class
+    pixels). `task` change_detection benches `gfm detect-change` on a pair of `size` px dates."""
     progress = progress or silent()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,23 +98,13 @@ def bench_classify(out: Path, size: int = 4096, configs: list[str] | None = None
         raster, make_bench_after(raster, out / f"bench_{size}_after.tif")]
     rows = []
     configs = configs or ["tiny", "base"]
-    runtimes = runtimes or ["torch", "onnx", "onnx-int8"]
+    truth = bench_truth(size) if task == "segmentation" else None
     for i, config in enumerate(configs):
         progress(i / len(configs), config)
-        suffix = "" if task == "segmentation" else "_change"
-        model = make_bench_model(out / f"model_{config}{suffix}", config, task)
-        bench = _Bench(inputs, model, out, device, batch, repeat, size * size / 1e6)
-        chip = read_spec(model).tile_size
-        reference = bench.measure(f"{config}_reference", REFERENCE, chip)
-        rows.append(reference | {"config": config, "reference": True})
-        for runtime in runtimes:
-            row = bench.measure(f"{config}_{runtime}", runtime, None)
-            row["speedup_vs_reference"] = round(
-                row["end_to_end_mpix_s"] / reference["end_to_end_mpix_s"], 3)
-            row["agreement_vs_reference"] = _agreement(bench.result(f"{config}_reference"),
-                                                       bench.result(f"{config}_{runtime}"))
-            rows.append(row | {"config": config, "reference": False})
-            print(json.dumps(rows[-1]), file=sys.stderr)
+        bench = _Bench(inputs, make_bench_models(out, config, task), out, device, batch,
+                       repeat, size * size / 1e6, truth)
+        rows.extend(_config_rows(bench, config, runtimes or list(BENCH_RUNTIMES),
+                                 tiles or list(BENCH_TILES)))
     progress(1.0, "done")
     result = {"raster": str(raster), "size": size, "device": device, "task": task, "results": rows}
     name = "bench_classify.json" if task == "segmentation" else "bench_change.json"
@@ -175,34 +112,66 @@ def bench_classify(out: Path, size: int = 4096, configs: list[str] | None = None
     return result
 
 
+BENCH_RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
+BENCH_TILES = ("inference", "training")
+
+
+def _config_rows(bench: _Bench, config: str, runtimes: list[str],
+                 tiles: list[str]) -> list[dict[str, Any]]:
+    """The reference, then every runtime at every tile kind, each against the reference."""
+    reference = bench.measure(f"{config}_reference", REFERENCE, bench.models.chip)
+    rows = [reference | {"config": config, "reference": True}]
+    for kind in tiles:
+        for runtime in runtimes:
+            if kind == "training" and runtime == REFERENCE:
+                continue  # that is the reference
+            name = f"{config}_{runtime}" + ("_chip" if kind == "training" else "")
+            model = bench.models.chip if kind == "training" else bench.models.inference
+            row = bench.measure(name, runtime, model)
+            row["speedup_vs_reference"] = round(
+                row["end_to_end_mpix_s"] / reference["end_to_end_mpix_s"], 3)
+            row["agreement_vs_reference"] = _agreement(bench.result(f"{config}_reference"),
+                                                       bench.result(name))
+            if "iou_vs_truth" in row:  # the largest change of a class's IoU, in points
+                row["iou_points_vs_reference"] = round(max(
+                    abs(row["iou_vs_truth"][c] - iou) for c, iou
+                    in reference["iou_vs_truth"].items()) * 100, 2)
+            rows.append(row | {"config": config, "reference": False})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
 @dataclass
 class _Bench:
-    """One model's runs: a real job in a child process, then the network alone."""
+    """One encoder's runs: a real job in a child process, then the network alone."""
 
     inputs: list[Path]
-    model: Path
+    models: BenchModels
     out: Path
     device: str
     batch: int
     repeat: int
     mpix: float
+    truth: np.ndarray | None = None  # the bench raster's true classes (segmentation)
 
     def result(self, name: str) -> Path:
         kind = "classified" if len(self.inputs) == 1 else "changes"
         return self.out / f"{kind}_{name}"
 
-    def measure(self, name: str, runtime: str, tile: int | None) -> dict[str, Any]:
+    def measure(self, name: str, runtime: str, model: Path) -> dict[str, Any]:
         # best of `repeat` for each side: on a shared machine the slow runs measure the
         # neighbours, and alternating the two sides exposes both to the same conditions
         runs = []
         for _ in range(max(self.repeat, 1)):
-            report, wall = _job_run(self.inputs, self.model, self.result(name), runtime,
-                                    self.device, self.batch, tile)
-            runs.append((report, wall, _model_only(self.model, runtime, self.device,
-                                                   report["tiles"], self.batch, tile)))
+            report, wall = _job_run(self.inputs, model, self.result(name), runtime,
+                                    self.device, self.batch)
+            runs.append((report, wall, _model_only(model, runtime, self.device,
+                                                   report["tiles"], self.batch)))
         report, wall, _ = min(runs, key=lambda r: _streaming_s(r[0]))
         raster_s, model_s = _streaming_s(report), min(r[2] for r in runs)
-        return {
+        scores = {} if self.truth is None else {
+            "iou_vs_truth": _iou_vs_truth(self.result(name), report, self.truth)}
+        return scores | {
             "runtime": runtime, "tile_px": report["tile_size_px"], "tiles": report["tiles"],
             "repeat": len(runs), "end_to_end_mpix_s": round(self.mpix / raster_s, 3),
             "model_only_mpix_s": round(self.mpix / model_s, 3),
@@ -211,6 +180,17 @@ class _Bench:
             "load_model_s": round(report["timings_s"].get("load_model", 0.0), 2),
             "process_wall_s": round(wall, 1), "peak_rss_mb": report.get("peak_rss_mb"),
         }
+
+
+def _iou_vs_truth(result: Path, report: dict[str, Any], truth: np.ndarray) -> dict[str, float]:
+    """Each class's IoU against the bench scene's truth (the model's classes by name)."""
+    with rasterio.open(result / "classes.tif") as ds:
+        classes = ds.read(1)
+    names = [c["name"] for c in report["classes"]]
+    to_scene = np.full(256, 255, np.uint8)
+    to_scene[: len(names)] = [SCENE_CLASSES.index(n) for n in names]
+    scores = summarize(confusion(to_scene[classes], truth, len(SCENE_CLASSES)), list(SCENE_CLASSES))
+    return {name: round(c["iou"], 4) for name, c in scores["per_class"].items()}
 
 
 def _agreement(reference: Path, other: Path) -> float:

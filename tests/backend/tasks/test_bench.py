@@ -30,24 +30,30 @@ def test_bench_pretrain_from_a_geopile_times_the_loader_alone(tmp_path):
 
 
 def test_bench_classify_runs_real_classify_and_the_network_alone(tmp_path):
-    r = bench_classify(tmp_path, size=700, configs=["tiny"], runtimes=["onnx", "onnx-int8"],
+    r = bench_classify(tmp_path, size=700, configs=["tiny"], runtimes=["torch-bf16", "onnx-int8"],
                        repeat=2)
 
-    reference, onnx, int8 = r["results"]
+    reference, *rows = r["results"]
     assert reference["reference"] and reference["runtime"] == "torch" and reference["tile_px"] == 192
-    for row in (onnx, int8):
-        assert row["tile_px"] == 576 and row["tiles"] < reference["tiles"]
+    assert [(row["runtime"], row["tile_px"]) for row in rows] == [
+        ("torch-bf16", 576), ("onnx-int8", 576), ("torch-bf16", 192), ("onnx-int8", 192)]
+    for row in rows:
         assert row["repeat"] == 2 and row["tiles"] > 1
         assert row["end_to_end_mpix_s"] > 0 and row["model_only_mpix_s"] > 0 and row["ratio"] > 0
         assert row["load_model_s"] >= 0 and row["peak_rss_mb"] > 0
         assert row["speedup_vs_reference"] > 0 and 0 < row["agreement_vs_reference"] <= 1
+        assert set(row["iou_vs_truth"]) == set(reference["iou_vs_truth"])
+        assert row["iou_points_vs_reference"] >= 0
+    assert rows[0]["tiles"] < reference["tiles"] == rows[2]["tiles"]
+    # the bench model's head is trained on the scene: its map is a map, not noise
+    assert sum(reference["iou_vs_truth"].values()) / len(reference["iou_vs_truth"]) > 0.3
     assert (tmp_path / "bench_classify.json").exists()
-    assert (tmp_path / "classified_tiny_onnx" / "polygons.gpkg").exists()
+    assert (tmp_path / "classified_tiny_onnx-int8" / "polygons.gpkg").exists()
 
 
 def test_bench_change_runs_real_detect_change_and_the_network_alone(tmp_path):
     r = bench_classify(tmp_path, size=300, configs=["tiny"], runtimes=["torch"],
-                       task="change_detection")
+                       task="change_detection", tiles=["inference"])
 
     _, row = r["results"]
     assert r["task"] == "change_detection" and row["tiles"] >= 1 and row["tile_px"] == 576

@@ -1,7 +1,7 @@
 """Inference tiles apart from training chips, and the int8 runtime: a package trained on
 192 px chips can classify 576 px tiles (less overlap, fewer tiles; its map stays close,
 though measured slightly worse, so it is not the default), `gfm export --tile-size` makes
-a package run them, and ONNX Runtime's int8 model keeps the fp32 map."""
+a package run them, and ONNX Runtime's int8 model and torch's bf16 keep the fp32 map."""
 
 from __future__ import annotations
 
@@ -79,6 +79,15 @@ def test_int8_keeps_the_fp32_map(trained):
     assert (fp32 == int8).mean() >= 0.985
     for name, c in fp32_report["scores"]["per_class"].items():
         assert abs(int8_report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
+
+
+def test_bf16_keeps_the_fp32_map(trained):
+    fp32, fp32_report = _run(trained, "fp32")
+    bf16, bf16_report = _run(trained, "bf16", runtime="torch-bf16")
+    assert "(bf16" in bf16_report["predictor"] and "bf16" not in fp32_report["predictor"]
+    assert (fp32 == bf16).mean() >= 0.985
+    for name, c in fp32_report["scores"]["per_class"].items():
+        assert abs(bf16_report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
 
 
 def test_tiles_off_the_window_grid_or_the_onnx_size_are_refused(trained, tmp_path):
