@@ -20,9 +20,10 @@ than the model does, so the ranks of a torchrun classify share it out:
    Rank 0's part becomes the output file (no copy) and the other parts are appended.
 
 Pieces of one region meet in another order than in one process, but the merged outline
-does not depend on the order: the union's collinear vertices are all removed (GEOS >= 3.12
-removes even a ring's first one), so every merged ring holds exactly its corners; holes
-never cross a seam and travel unchanged. The features come out in another order only.
+does not depend on the order: the union's collinear vertices are all removed (the GEOS of
+shapely 2.2's wheels, 3.14, removes even a ring's first one; the tests compare vertices, so
+they would catch a GEOS that kept it), so every merged ring holds exactly its corners;
+holes never cross a seam and travel unchanged. The features come out in another order only.
 With `simplify_tolerance` > 0 a merged outline is simplified from where its ring starts,
 which does depend on the order: a few outlines then differ in their simplified vertices
 (as they already do between block sizes in one process); areas never differ.
