@@ -127,6 +127,27 @@ class PolygonWriter:
         return self.count
 
 
+def append_layer(src: Path, dst: Path, batch: int = _FLUSH_FEATURES) -> int:
+    """Append the polygons of `src` to those of `dst` (both ours); return how many.
+
+    Read a batch at a time by fid range (an index seek, so each batch costs its own size),
+    so memory follows the batch, not the file.
+    """
+    last, count = 0, 0
+    while True:
+        meta, fids, wkb, fields = pyogrio.raw.read(
+            src, layer=LAYER, columns=FIELDS, where=f"fid > {last}", max_features=batch,
+            return_fids=True, encoding="UTF-8")
+        if len(fids) == 0:
+            return count
+        pyogrio.raw.write(
+            dst, geometry=wkb, field_data=list(fields), fields=FIELDS, layer=LAYER,
+            driver="GPKG", geometry_type="Polygon", crs=meta["crs"], encoding="UTF-8",
+            promote_to_multi=False, append=True,
+        )
+        last, count = int(fids.max()), count + len(fids)
+
+
 def crs_string(crs: rasterio.crs.CRS | None) -> str | None:
     """EPSG code when the CRS is exactly one (QGIS then names it), else full WKT."""
     if crs is None:

@@ -76,6 +76,35 @@ class Regions:
     def take(self, mask: np.ndarray) -> Regions:
         return Regions(self.shells[mask], [h for h, m in zip(self.holes, mask, strict=True) if m])
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat int32 arrays (for `numpy.savez`): pixel vertices are exact integers."""
+        n = len(self.shells)
+        if n:
+            _, coords, (ring_off, _) = shapely.to_ragged_array(self.shells)
+        else:
+            coords, ring_off = np.zeros((0, 2)), np.zeros(1, np.int64)
+        holes = Holes.concat(self.holes)
+        return {"shell_coords": coords.astype(np.int32), "shell_offsets": ring_off,
+                "hole_coords": holes.coords.astype(np.int32), "hole_lengths": holes.lengths,
+                "holes_per_shell": np.array([len(h.lengths) for h in self.holes], np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Regions:
+        """The inverse of `to_arrays`: the same vertices, in the same order."""
+        ring_off = arrays["shell_offsets"]
+        n = len(ring_off) - 1
+        shells = shapely.from_ragged_array(
+            shapely.GeometryType.POLYGON, arrays["shell_coords"].astype(np.float64),
+            (ring_off, np.arange(n + 1)),
+        ) if n else np.empty(0, dtype=object)
+        lengths, coords = arrays["hole_lengths"], arrays["hole_coords"]
+        ring_ends = np.r_[0, np.cumsum(arrays["holes_per_shell"])]
+        vertex_ends = np.r_[0, np.cumsum(lengths)]
+        holes = [NO_HOLES if r0 == r1 else
+                 Holes(coords[vertex_ends[r0] : vertex_ends[r1]], lengths[r0:r1])
+                 for r0, r1 in zip(ring_ends[:-1].tolist(), ring_ends[1:].tolist(), strict=True)]
+        return cls(np.asarray(shells, dtype=object), holes)
+
     def assemble(self) -> np.ndarray:
         """The polygons with their holes, as GEOS geometries."""
         out = np.array(self.shells, dtype=object)

@@ -8,6 +8,8 @@ CRS only when written. Polygons that touch an interior seam are grouped by share
 and unioned, so a region crossing blocks is ONE feature; block row by block row, so a
 region is written as soon as no later block can touch it.
 Every feature is one connected region, so the layer type is Polygon (never Multi).
+The same loop (`polygonize_rows`) runs over a band of block rows in each torchrun rank;
+`vectorize_bands` joins the bands.
 
 Memory: one block's polygons, the regions crossing the current seam, and the largest
 region once more while it is written. Holes never cross a seam, so merging unions outer
@@ -44,6 +46,7 @@ from .regions import Regions, keep_large, merge_pieces
 MIN_SIEVE_MARGIN = 128
 MAX_SIEVE_MARGIN = 512
 _CHUNK = 20_000  # shapes converted to shapely at a time
+BLOCK_SIZE = 2048  # pixels a side of the blocks polygonized at a time
 
 
 def vectorize_classes(
@@ -54,7 +57,7 @@ def vectorize_classes(
     min_area_m2: float = 0.0,
     simplify_tolerance: float = 0.0,
     nodata: int = 255,
-    block_size: int = 2048,
+    block_size: int = BLOCK_SIZE,
     skip_classes: frozenset[int] = frozenset(),
     progress: Progress | None = None,
 ) -> int:
@@ -71,23 +74,34 @@ def vectorize_classes(
     """
     progress = progress or silent()
     class_tif, out_gpkg = Path(class_tif), Path(out_gpkg)
-    if block_size < 1:
-        raise ValueError(f"block_size must be positive, got {block_size}")
-    names = {c.id: c.name for c in classes}
+    check_block_size(block_size)
     out_gpkg.parent.mkdir(parents=True, exist_ok=True)
     remove_gpkg(out_gpkg, keep_main=True)  # stale -wal/-shm would corrupt the new file
     with atomic_path(out_gpkg, suffix=".gpkg", exists=False) as tmp:
-        with _open_classes(class_tif) as src:
-            areas = PixelAreas(src.crs, src.transform)
-            writer = PolygonWriter(tmp, src.crs, src.transform, areas, names, simplify_tolerance)
-            min_px = _min_pixels(min_area_m2, areas, src.width, src.height)
-            _polygonize_blocks(src, nodata, block_size, min_px, writer, progress, skip_classes)
+        with open_classes(class_tif) as src:
+            writer, min_px = polygon_writer(src, tmp, classes, min_area_m2, simplify_tolerance)
+            polygonize_rows(src, (0, src.height), block_size, nodata=nodata, min_px=min_px,
+                            writer=writer, progress=progress, skip=skip_classes)
         count = writer.close()
         progress(1.0, "vectorizing")
     return count
 
 
-def _open_classes(path: Path) -> rasterio.DatasetReader:
+def check_block_size(block_size: int) -> None:
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+
+
+def polygon_writer(src: rasterio.DatasetReader, path: Path, classes: list[ClassInfo],
+                   min_area_m2: float, simplify_tolerance: float) -> tuple[PolygonWriter, int]:
+    """The writer of `src`'s polygons (its CRS, areas, class names) and the sieve in pixels."""
+    areas = PixelAreas(src.crs, src.transform)
+    names = {c.id: c.name for c in classes}
+    writer = PolygonWriter(path, src.crs, src.transform, areas, names, simplify_tolerance)
+    return writer, _min_pixels(min_area_m2, areas, src.width, src.height)
+
+
+def open_classes(path: Path) -> rasterio.DatasetReader:
     if not path.exists():
         raise InputError(path, "class raster does not exist")
     try:
@@ -100,58 +114,96 @@ def _open_classes(path: Path) -> rasterio.DatasetReader:
     return src
 
 
-def _polygonize_blocks(
+def polygonize_rows(
     src: rasterio.DatasetReader,
-    nodata: int,
+    rows: tuple[int, int],
     block: int,
+    *,
+    nodata: int,
     min_px: int,
     writer: PolygonWriter,
     progress: Progress,
     skip: frozenset[int] = frozenset(),
-) -> None:
-    """Polygonize block row by block row, writing every region as soon as it is complete.
+) -> dict[int, Regions]:
+    """Polygonize the block rows in `rows` [top, bottom) one by one, writing every region as
+    soon as it is complete; return, per class, the regions left touching the rows' edges.
 
     Pieces touching no seam are written at once. Seam pieces are merged with the regions
     still open from the row above; a merged region that does not reach the next row's seam
     can grow no further and is written, so only regions crossing the current seam are held.
+    For the whole raster nothing is returned. For a band of it (`top` a multiple of `block`),
+    its top and bottom edges are seams whose other side another band sees: the regions
+    touching them are returned, for `vectorize_bands.merge_bands` to join across them.
     """
-    width, height = src.width, src.height
+    top, bottom = rows
+    width = src.width
     margin = min(max(min_px, MIN_SIEVE_MARGIN), MAX_SIEVE_MARGIN) if min_px > 1 else 0
     open_regions: dict[int, Regions] = {}
-    n_blocks = math.ceil(height / block) * math.ceil(width / block)
+    held: dict[int, list[Regions]] = {}  # complete within the band, but touching its top
+    n_blocks = math.ceil((bottom - top) / block) * math.ceil(width / block)
     done = 0
-    for row0 in range(0, height, block):
-        row1 = min(row0 + block, height)
+    for row0 in range(top, bottom, block):
+        row1 = min(row0 + block, bottom)
         pending: dict[int, list[Regions]] = {c: [r] for c, r in open_regions.items()}
-        open_regions = {}
         for col0 in range(0, width, block):
             progress(done / n_blocks, "vectorizing")
             done += 1
-            col1 = min(col0 + block, width)
-            win = Window(col0, row0, col1 - col0, row1 - row0)
+            win = Window(col0, row0, min(col0 + block, width) - col0, row1 - row0)
             data = _read_block(src, win, margin, nodata, min_px)
-            for geoms, values in _shapes(data, nodata, Affine.translation(col0, row0), skip):
-                minx, miny, maxx, maxy = shapely.bounds(geoms).T
-                on_seam = (
-                    ((minx == col0) & (col0 > 0))
-                    | ((maxx == col1) & (col1 < width))
-                    | ((miny == row0) & (row0 > 0))
-                    | ((maxy == row1) & (row1 < height))
-                )
-                for cls in np.unique(values).tolist():
-                    sel = values == cls
-                    pending.setdefault(cls, []).append(Regions.split(geoms[sel & on_seam]))
-                    writer.add(keep_large(geoms[sel & ~on_seam], min_px), cls)
+            _add_block(data, win, (width, src.height), nodata, skip, writer, min_px, pending)
             del data  # the next block reads its own
-        for cls in sorted(pending):
-            regions = merge_pieces(Regions.concat(pending.pop(cls)))
-            reaches_next = (shapely.bounds(regions.shells)[:, 3] == row1) & (row1 < height)
-            if reaches_next.any():
-                open_regions[cls] = regions.take(reaches_next)
-            complete = regions.take(~reaches_next)
-            del regions  # its holes now live in `complete` only
-            writer.add_regions(complete, cls, min_px)
-            del complete
+        open_regions = close_regions(pending, row1, src.height, writer, min_px,
+                                     top=top, held=held)
+    for cls, regions in open_regions.items():
+        held.setdefault(cls, []).append(regions)
+    return {cls: Regions.concat(parts) for cls, parts in held.items()}
+
+
+def _add_block(data: np.ndarray, win: Window, size: tuple[int, int], nodata: int,
+               skip: frozenset[int], writer: PolygonWriter, min_px: int,
+               pending: dict[int, list[Regions]]) -> None:
+    """A block's polygons: those touching an interior seam into `pending`, the rest written."""
+    col0, row0 = int(win.col_off), int(win.row_off)
+    col1, row1 = col0 + int(win.width), row0 + int(win.height)
+    width, height = size
+    for geoms, values in _shapes(data, nodata, Affine.translation(col0, row0), skip):
+        minx, miny, maxx, maxy = shapely.bounds(geoms).T
+        on_seam = (
+            ((minx == col0) & (col0 > 0))
+            | ((maxx == col1) & (col1 < width))
+            | ((miny == row0) & (row0 > 0))
+            | ((maxy == row1) & (row1 < height))
+        )
+        for cls in np.unique(values).tolist():
+            sel = values == cls
+            pending.setdefault(cls, []).append(Regions.split(geoms[sel & on_seam]))
+            writer.add(keep_large(geoms[sel & ~on_seam], min_px), cls)
+
+
+def close_regions(pending: dict[int, list[Regions]], row1: int, height: int,
+                  writer: PolygonWriter, min_px: int, *, top: int = 0,
+                  held: dict[int, list[Regions]] | None = None) -> dict[int, Regions]:
+    """Merge each class's pieces at the seam `row1`; return the regions reaching past it.
+
+    The others are complete and written, except those touching a band's top edge `top`
+    (when > 0), which go to `held`: the band above may still join them.
+    """
+    open_regions: dict[int, Regions] = {}
+    for cls in sorted(pending):
+        regions = merge_pieces(Regions.concat(pending.pop(cls)))
+        _, miny, _, maxy = shapely.bounds(regions.shells).reshape(-1, 4).T
+        reaches_next = (maxy == row1) & (row1 < height)
+        if reaches_next.any():
+            open_regions[cls] = regions.take(reaches_next)
+        done = ~reaches_next
+        if held is not None and top > 0 and (edge := done & (miny == top)).any():
+            held.setdefault(cls, []).append(regions.take(edge))
+            done &= ~edge
+        complete = regions.take(done)
+        del regions  # its holes now live in `complete` only
+        writer.add_regions(complete, cls, min_px)
+        del complete
+    return open_regions
 
 
 def _read_block(

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -111,17 +112,25 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
     return report
 
 
+PolygonsFn = Callable[[Progress], int]  # writes the stage's polygons.gpkg, returns its count
+
+
 def finish_outputs(stage: Path, spec: ModelSpec, params: ClassifyParams, report: dict[str, Any],
-                   progress: Progress, t0: float) -> None:
-    """From the finished rasters: COGs and styles, the polygons, report.json."""
+                   progress: Progress, t0: float, polygons: PolygonsFn | None = None) -> None:
+    """From the finished rasters: COGs and styles, the polygons, report.json.
+
+    `polygons` makes polygons.gpkg (default: vectorize the class raster); its seconds add
+    to any `vectorize` time already in the report (the ranks' bands under torchrun)."""
     report["timings_s"]["cog"] = finish_rasters(stage, CLASSES_TIF, spec.classes)
     report["peak_rss_mb_rasters"] = peak_rss_mb()  # before vectorizing
     if spec.task == "segmentation" and not params.no_polygons:
         tv = time.perf_counter()
-        report["polygon_count"] = vectorize_classes(
+        write = polygons or (lambda p: vectorize_classes(
             stage / CLASSES_TIF, stage / POLYGONS_GPKG, spec.classes,
-            min_area_m2=params.min_area, simplify_tolerance=params.simplify, progress=progress)
-        report["timings_s"]["vectorize"] = time.perf_counter() - tv
+            min_area_m2=params.min_area, simplify_tolerance=params.simplify, progress=p))
+        report["polygon_count"] = write(progress)
+        report["timings_s"]["vectorize"] = (report["timings_s"].get("vectorize", 0.0)
+                                            + time.perf_counter() - tv)
     if (stage / POLYGONS_GPKG).exists():
         write_polygons_qml(stage / "polygons.qml", spec.classes)
     report["timings_s"]["total"] = time.perf_counter() - t0

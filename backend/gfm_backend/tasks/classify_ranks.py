@@ -4,10 +4,14 @@ Each rank owns a contiguous run of tile rows and the output rows from its first 
 top to the next rank's; it also runs the earlier tile rows that reach into its rows, so
 every output row is blended from the same tiles, added in the same order, as in a single
 process: the class raster comes out identical. Each rank writes its rows as a part (two
-GeoTIFF strips in the staging folder); rank 0 checks every rank succeeded, assembles the
-parts into `classes.tif` and `confidence.tif`, and finishes as a single process does
-(COGs, styles, the polygons vectorized across the whole raster, the report). A rank that
-fails makes every rank fail with its message, and the staging folder goes with the run.
+GeoTIFF strips in the staging folder). Once every rank has succeeded, the ranks vectorize
+the class raster together, each a band of block rows (`data.vectorize_bands`), reading the
+parts through a VRT: they need not wait for rank 0 to assemble and convert the rasters
+(minutes for a large mosaic, past a collective's timeout). Rank 0 then assembles the parts
+into `classes.tif` and `confidence.tif` and finishes as a single process does (COGs,
+styles, the report), its polygons step joining the bands' polygons across their seams. A
+rank that fails makes every rank fail with its message, and the staging folder goes with
+the run.
 """
 
 from __future__ import annotations
@@ -15,25 +19,31 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
 
 from ..data.raster import Normalizer, check_bands, open_raster, read_window
+from ..data.vectorize import BLOCK_SIZE
+from ..data.vectorize_bands import BandPart, band_part, bands, merge_bands, vectorize_band
 from ..errors import GfmError, InputError
 from ..outputs import CLASSIFY, staged_output
-from ..package import ModelSpec, read_spec
+from ..package import ClassInfo, ModelSpec, read_spec
 from ..progress import Progress, silent
 from ..runtime import make_predictor
 from .classify import (
     CLASSES_TIF,
     CONFIDENCE_TIF,
     GDAL_CACHE_MB,
+    POLYGONS_GPKG,
     REPORT_JSON,
+    PolygonsFn,
     base_report,
     class_stats,
     finish_outputs,
@@ -100,9 +110,62 @@ def part_paths(stage: Path, rank: int) -> tuple[Path, Path]:
     return folder / f"rank{rank}-classes.tif", folder / f"rank{rank}-confidence.tif"
 
 
+def vrt_path(stage: Path, rank: int) -> Path:
+    return stage / PARTS / f"rank{rank}-classes.vrt"
+
+
+def parts_vrt(stage: Path, shares: list[RowShare], rank: int) -> Path:
+    """The class parts as one raster (a VRT of this rank's own, so none waits for another
+    to write it): what rank 0 will assemble, pixel for pixel, georeferenced as read back
+    from a part, as the assembled file will be."""
+    owned = [(r, share) for r, share in enumerate(shares) if not share.empty]
+    with rasterio.open(part_paths(stage, owned[0][0])[0]) as first:  # its top is row 0
+        crs, transform, width = first.crs, first.transform, first.width
+    sources = "".join(
+        f'<SimpleSource><SourceFilename relativeToVRT="1">{part_paths(stage, r)[0].name}'
+        f'</SourceFilename><SourceBand>1</SourceBand>'
+        f'<SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{share.bottom - share.top}"/>'
+        f'<DstRect xOff="0" yOff="{share.top}" xSize="{width}" '
+        f'ySize="{share.bottom - share.top}"/></SimpleSource>' for r, share in owned)
+    srs = f"<SRS>{escape(crs.to_wkt())}</SRS>" if crs else ""
+    path = vrt_path(stage, rank)
+    path.write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{owned[-1][1].bottom}">{srs}'
+        f'<GeoTransform>{", ".join(repr(v) for v in transform.to_gdal())}</GeoTransform>'
+        f'<VRTRasterBand dataType="Byte" band="1"><NoDataValue>255</NoDataValue>{sources}'
+        f'</VRTRasterBand></VRTDataset>', encoding="utf-8")
+    return path
+
+
+def vectorize_ranked(ctx: Any, source: Callable[[], Path], folder: Path,
+                     classes: list[ClassInfo], *, min_area_m2: float = 0.0,
+                     simplify_tolerance: float = 0.0, block_size: int = BLOCK_SIZE,
+                     progress: Progress | None = None) -> list[BandPart]:
+    """Every rank polygonizes its band of the class raster `source()` makes into `folder`;
+    return, once every rank has succeeded, the parts for rank 0's `merge_bands`.
+    A rank that fails fails every rank (`raise_if_any_failed`)."""
+    error: BaseException | None = None
+    parts: list[BandPart] = []
+    try:
+        class_tif = source()
+        with rasterio.open(class_tif) as src:
+            height = src.height
+        parts = [band_part(folder, r, band) for r, band in
+                 enumerate(bands(height, ctx.world, block_size))]
+        if not parts[ctx.rank].band.empty:
+            vectorize_band(class_tif, parts[ctx.rank], classes, min_area_m2=min_area_m2,
+                           simplify_tolerance=simplify_tolerance, block_size=block_size,
+                           progress=progress)
+    except Exception as exc:  # every rank must hear of it, or the others wait forever
+        error = exc
+    raise_if_any_failed(ctx, error)
+    return [part for part in parts if not part.band.empty]
+
+
 def assemble(stage: Path, shares: list[RowShare], writer: StripWriter) -> None:
     """The parts, in rank order, into the final rasters (through the single-process
-    writer, so the files and the class counts are made as they are without ranks)."""
+    writer, so the files and the class counts are made as they are without ranks).
+    The raster parts and their VRTs are removed; the bands' polygons stay for rank 0."""
     for rank, share in enumerate(shares):
         if share.empty:
             continue
@@ -113,9 +176,8 @@ def assemble(stage: Path, shares: list[RowShare], writer: StripWriter) -> None:
                 writer(share.top + row, cls.read(1, window=win), conf.read(1, window=win))
     writer.close()
     for rank in range(len(shares)):
-        for path in part_paths(stage, rank):
+        for path in (*part_paths(stage, rank), vrt_path(stage, rank)):
             path.unlink(missing_ok=True)
-    (stage / PARTS).rmdir()
 
 
 def threads_per_rank() -> int:
@@ -183,7 +245,8 @@ def _share_stage(stage: str | None) -> str:
 
 def _ranked(ctx: Any, params: ClassifyParams, spec: ModelSpec, stage: Path,
             progress: Progress) -> dict[str, Any]:
-    """This rank's share into its part; on rank 0 the parts into the outputs."""
+    """This rank's share into its part, then its band of the polygons; on rank 0 the parts
+    into the outputs."""
     t0 = time.perf_counter()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(params.raster) as ds:
         check_bands(ds, spec, params.raster)
@@ -195,22 +258,48 @@ def _ranked(ctx: Any, params: ClassifyParams, spec: ModelSpec, stage: Path,
         error: BaseException | None = None
         try:
             timer = _run_share(ds, spec, tiling, run, shares[ctx.rank], stage, ctx.rank,
-                               progress.span(0, 0.85))
+                               progress.span(0, 0.8))
         except Exception as exc:  # every rank must hear of it, or the others wait forever
             error = exc
         raise_if_any_failed(ctx, error)
         del predictor, run
+        tv = time.perf_counter()
+        parts = [] if params.no_polygons else vectorize_ranked(
+            ctx, lambda: parts_vrt(stage, shares, ctx.rank), stage / PARTS, spec.classes,
+            min_area_m2=params.min_area, simplify_tolerance=params.simplify,
+            progress=progress.span(0.8, 0.9))
+        timings = timer.seconds | ({} if params.no_polygons else
+                                   {"vectorize": time.perf_counter() - tv})
         if not ctx.is_main:
             return {}
         ta = time.perf_counter()
         writer = StripWriter(tiling.grid, spec.classes, stage / CLASSES_TIF, stage / CONFIDENCE_TIF)
         assemble(stage, shares, writer)
         class_stats(report, spec, writer.counts, pixel_area_m2(ds))
+    if params.no_polygons:
+        (stage / PARTS).rmdir()
     report.update(tile_size_px=tiling.src_tile, tile_overlap_px=tiling.src_overlap,
                   tiles=len(tiling.rows) * len(tiling.cols), ranks=ctx.world,
-                  timings_s=timer.seconds | {"assemble": time.perf_counter() - ta})
-    finish_outputs(stage, spec, params, report, progress.span(0.9, 1.0), t0)
+                  timings_s=timings | {"assemble": time.perf_counter() - ta})
+    finish_outputs(stage, spec, params, report, progress.span(0.9, 1.0), t0,
+                   polygons=_join_bands(stage, spec, params, parts, report))
     return report
+
+
+def _join_bands(stage: Path, spec: ModelSpec, params: ClassifyParams, parts: list[BandPart],
+                report: dict[str, Any]) -> PolygonsFn:
+    """The polygons step of rank 0: the bands' parts joined into polygons.gpkg."""
+
+    def join(progress: Progress) -> int:
+        tj = time.perf_counter()
+        count = merge_bands(stage / CLASSES_TIF, stage / POLYGONS_GPKG, parts, spec.classes,
+                            min_area_m2=params.min_area, simplify_tolerance=params.simplify,
+                            progress=progress)
+        (stage / PARTS).rmdir()
+        report["timings_s"]["vectorize_join"] = time.perf_counter() - tj
+        return count
+
+    return join
 
 
 def _run_share(ds: rasterio.DatasetReader, spec: ModelSpec, tiling: Tiling, run: TileRun,

@@ -1,5 +1,6 @@
 """Classify over several processes (torchrun, gloo on CPUs): the same class raster and
-polygons as one process, and a rank that fails fails the run, leaving nothing finished."""
+polygons as one process, and a rank that fails fails the run, leaving nothing finished.
+The ranks vectorize in bands: with small blocks, the joined polygons equal one process's."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ import rasterio
 import shapely
 
 from gfm_backend.data.synthetic import make_scene, write_scene
+from gfm_backend.data.vectorize import vectorize_classes
 from gfm_backend.tasks.classify_ranks import row_share
 from gfm_backend.tasks.tiling import Grid, Tiling
+
+from ..data.test_vectorize import CLASSES, write_tif
+from ..data.test_vectorize_bands import seam_scene
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -26,12 +31,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(ranks: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
+            "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+
+
 def _classify(raster, model, out, ranks: int) -> subprocess.CompletedProcess:
     args = ["-m", "gfm_backend.cli", "--quiet", "classify", str(raster), "--model", str(model),
             "--out", str(out), "--device", "cpu", "--batch-size", "2"]
-    launcher = [sys.executable] if ranks == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    launcher = [sys.executable] if ranks == 1 else _torchrun(ranks)
     return subprocess.run(launcher + args, capture_output=True, text=True, timeout=600,
                           env=ONE_THREAD)
 
@@ -65,6 +73,9 @@ def test_two_ranks_give_the_one_process_result_byte_for_byte(tiny_model, tmp_pat
     geoms = [sorted(shapely.to_wkt(shapely.normalize(shapely.from_wkb(p[2])), rounding_precision=3))
              for p in polygons]
     assert geoms[0] == geoms[1]
+    assert features(one / "polygons.gpkg") == features(two / "polygons.gpkg")
+    info = [pyogrio.read_info(p / "polygons.gpkg", layer="polygons") for p in (one, two)]
+    assert info[0]["crs"] == info[1]["crs"] and info[1]["geometry_type"] == "Polygon"
     assert sorted(os.listdir(two)) == sorted(os.listdir(one))  # no parts left behind
 
 
@@ -100,3 +111,64 @@ def test_more_ranks_than_tile_rows_leave_the_extra_ones_idle(tiny_model, tmp_pat
     assert run.returncode == 0, run.stderr[-3000:]
     with rasterio.open(tmp_path / "out" / "classes.tif") as ds:
         assert ds.shape == (150, 150) and (ds.read(1) != 255).all()
+
+
+def features(path) -> list[tuple[int, bytes, float]]:
+    """Every feature, geometry normalized, as a sorted list: the order differs."""
+    _, _, wkb, (ids, _, areas) = pyogrio.raw.read(path, layer="polygons")
+    geoms = shapely.to_wkb(shapely.normalize(shapely.from_wkb(wkb)))
+    return sorted(zip(ids.tolist(), geoms.tolist(), areas.tolist(), strict=True))
+
+
+BANDS_MAIN = """
+import sys
+from pathlib import Path
+
+from gfm_backend.data.vectorize_bands import merge_bands
+from gfm_backend.package import default_classes
+from gfm_backend.progress import Progress
+from gfm_backend.tasks.classify_ranks import vectorize_ranked
+from gfm_backend.training.distributed import init_distributed, shutdown
+
+tif, out, failing = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+classes = default_classes(["water", "forest", "urban"])
+ctx = init_distributed("cpu")
+try:
+    progress = Progress(is_cancelled=lambda: ctx.rank == failing)
+    parts = vectorize_ranked(ctx, lambda: tif, out.parent / "parts", classes, min_area_m2=1.0,
+                             block_size=32, progress=progress)
+    if ctx.is_main:
+        merge_bands(tif, out, parts, classes, min_area_m2=1.0)
+finally:
+    shutdown(ctx)
+"""
+
+
+def _vectorize_in_ranks(tmp_path, tif, ranks: int, failing: int = -1):
+    script = tmp_path / "bands_main.py"
+    script.write_text(BANDS_MAIN, encoding="utf-8")
+    (tmp_path / "out" / "parts").mkdir(parents=True, exist_ok=True)
+    return subprocess.run([*_torchrun(ranks), str(script), str(tif),
+                           str(tmp_path / "out" / "polygons.gpkg"), str(failing)],
+                          capture_output=True, text=True, timeout=600, env=ONE_THREAD)
+
+
+def _seam_raster(tmp_path):
+    return write_tif(tmp_path / "classes.tif", seam_scene(size=200, seed=4))
+
+
+def test_ranks_vectorize_in_bands_and_rank_0_joins_them_as_one_process(tmp_path):
+    """Two gloo ranks, 32-px blocks: several block rows a band, a sieve reading across."""
+    tif = _seam_raster(tmp_path)
+    run = _vectorize_in_ranks(tmp_path, tif, 2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    vectorize_classes(tif, tmp_path / "one.gpkg", CLASSES, min_area_m2=1.0, block_size=32)
+    assert features(tmp_path / "out" / "polygons.gpkg") == features(tmp_path / "one.gpkg")
+    assert os.listdir(tmp_path / "out" / "parts") == []  # every part consumed
+
+
+def test_a_rank_that_fails_vectorizing_fails_every_rank(tmp_path):
+    run = _vectorize_in_ranks(tmp_path, _seam_raster(tmp_path), 2, failing=1)
+    assert run.returncode != 0
+    assert "rank 1 of 2 failed: cancelled by the user" in run.stderr
+    assert not (tmp_path / "out" / "polygons.gpkg").exists()
