@@ -46,6 +46,11 @@ class Progress:
         if self.cancelled():
             raise Cancelled()
 
+    def muted(self) -> Progress:
+        """The same cancel, reporting nowhere: a rank other than the first of a run over
+        several processes stops when the job is cancelled and leaves the bar to rank 0."""
+        return Progress(cancel_event=self.cancel_event, is_cancelled=self.is_cancelled)
+
     def span(self, lo: float, hi: float) -> Progress:
         width = self.hi - self.lo
         return Progress(

@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")
+# The GPU a rank of a run over several GPUs computes on, where its launcher says so (the
+# service's split classify: its slots' devices, which need not be cuda:LOCAL_RANK).
+RANK_DEVICE_ENV = "GFM_RANK_DEVICE"
 
 
 def resolve_device(name: str = "auto") -> torch.device:

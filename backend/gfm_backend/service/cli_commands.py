@@ -30,6 +30,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="GPU-lane jobs (classify, finetune, pretrain) at a time, per GPU")
     p.add_argument("--gpu-devices", default="auto", metavar="auto|none|0,1",
                    help="GPUs to place jobs on, one lane each (auto: those nvidia-smi lists)")
+    p.add_argument("--split-classify-min-mpix", type=float, default=16.0, metavar="MPIX",
+                   help="a classify job of at least MPIX megapixels (and 2 tile rows per rank) "
+                   "that finds several GPUs free runs on all of them at once, one rank each "
+                   "(default 16, 4000 x 4000 px; inf: never)")
     p.add_argument("--cpu-jobs", type=int, default=2,
                    help="CPU-lane jobs (export, geopile, device cpu) at a time beside them")
     p.add_argument("--models", type=Path, action="append", metavar="DIR",
@@ -69,6 +73,7 @@ def run_serve(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     return serve(ServiceConfig(
         state_dir=a.state_dir or default_state_dir(), host=a.host, port=a.port,
         gpu_jobs=a.gpu_jobs, cpu_jobs=a.cpu_jobs, cancel_grace_s=a.cancel_grace,
+        split_min_mpix=a.split_classify_min_mpix,
         gpu_devices=probe_devices() if devices is None else devices,
         heartbeat_timeout_s=a.heartbeat_timeout, max_upload_gb=a.max_upload_gb,
         user_quota_gb=a.user_quota_gb,

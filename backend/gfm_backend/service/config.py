@@ -34,6 +34,7 @@ class ServiceConfig:
     gpu_jobs: int = 1  # per GPU device when there are several
     cpu_jobs: int = 2
     gpu_devices: list[int] | None = None  # GPU lanes, one per device ([] or None: one lane)
+    split_min_mpix: float = 16.0  # a classify this large may run as ranks on free GPUs (split.py)
     cancel_grace_s: float = 10.0
     heartbeat_timeout_s: float = 60.0  # a worker silent this long is hung: killed, job failed
     model_dirs: list[Path] = field(default_factory=list)

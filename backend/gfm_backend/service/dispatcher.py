@@ -5,6 +5,9 @@ starts queued jobs on free slots (`gpu` lane: `gpu_jobs` at a time, one by defau
 `cpu` lane: `cpu_jobs` beside it), records progress and results, turns a dead worker
 into a failed job with a plain message, and carries out cancels (a flag the job's
 `Progress` reads, then the process is stopped if it does not end within the grace).
+A large classify job may run as ranks on the slots of several free GPUs at once
+(`split.py` says when; `rank_group.py` keeps what each rank ended with): one job for
+the user, its slots busy until every rank has ended.
 """
 
 from __future__ import annotations
@@ -14,66 +17,32 @@ import functools
 import logging
 import multiprocessing as mp
 import os
-import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import wait
 from typing import Any
 
+from ..errors import GfmError
 from .config import ServiceConfig
 from .gpu_lanes import accepts, placed
-from .jobs import CPU, GPU
-from .messages import Cancel, Command, Done, Event, Failed, Heartbeat, Progressed, Quit, Run, Stopped
+from .jobs import CPU, GPU, get_job_type
+from .messages import Cancel, Done, Event, Failed, Heartbeat, Progressed, Run, Stopped
+from .rank_group import Ending, RankGroup
+from .slots import Slot, crash_message
+from .split import Extent, free_port, may_split, rank_env, split_ranks
 from .store import CANCELLED, FAILED, INTERRUPTED, SUCCEEDED, JobRecord, JobStore
-from .worker import worker_main
+
+__all__ = ["Dispatcher", "crash_message"]
 
 log = logging.getLogger("gfm_backend.service")
 POLL_S = 0.5
 STORE_ERRORS = (sqlite3.Error, OSError)  # a full or vanished disk under the state folder
 
 
-@dataclass
-class Slot:
-    """One place a job can run; its worker process is started on first use and kept warm."""
-
-    lane: str
-    index: int
-    device: int | None = None  # the GPU a gpu-lane slot places its jobs on (None: theirs)
-    process: BaseProcess | None = None
-    commands: Connection | None = None
-    events: Connection | None = None
-    job_id: str | None = None
-    deadline: float | None = None  # when a cancelled or interrupted job gets stopped by force
-    stop_state: str | None = None  # CANCELLED or INTERRUPTED once a stop was asked for
-    last_heard: float = 0.0  # monotonic time of the worker's last message
-
-    @property
-    def name(self) -> str:
-        return f"{self.lane}-{self.index}" + ("" if self.device is None else f" (cuda:{self.device})")
-
-
 def _fits(device: int | None, devices: list[int], record: JobRecord) -> bool:
     return accepts(device, record.params, devices)
-
-
-def crash_message(exitcode: int | None) -> str:
-    """Why a worker died, in words; a SIGKILL is almost always the out-of-memory killer."""
-    tail = " The service is still running; the job log may say more."
-    if exitcode == -signal.SIGKILL:
-        return ("the job's worker process was killed (SIGKILL), most likely because the "
-                "computer ran out of memory; try a smaller batch_size or raster, or close "
-                "other programs." + tail)
-    if exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return f"the job's worker process crashed ({name})." + tail
-    return f"the job's worker process stopped unexpectedly (exit code {exitcode})." + tail
 
 
 class Dispatcher:
@@ -92,6 +61,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._deferred: list[tuple[Callable[..., None], str, tuple]] = []
+        self._extents: dict[str, Extent | None] = {}  # queued jobs' sizes, for the split rule
         self._thread = threading.Thread(target=self._loop, name="gfm-dispatcher", daemon=True)
 
     # ------------------------------------------------------------------ called by the API
@@ -114,7 +84,7 @@ class Dispatcher:
         self.wake()
         self._thread.join(timeout if timeout is not None else self.config.cancel_grace_s + 15)
         for slot in self._slots:
-            self._kill(slot)
+            slot.kill()
 
     # ------------------------------------------------------------------ the loop
     def _loop(self) -> None:
@@ -139,7 +109,7 @@ class Dispatcher:
                 log.exception("job dispatcher error")
                 time.sleep(POLL_S)
         for slot in self._slots:
-            self._quit(slot)
+            slot.quit()
 
     def _wait_and_handle(self) -> None:
         waitables: list[Any] = [self._wake_r]
@@ -167,13 +137,13 @@ class Dispatcher:
         slot.last_heard = time.monotonic()
         if isinstance(msg, Heartbeat) or msg.job_id != slot.job_id:
             return  # a late message from a job already settled (e.g. stopped by force)
-        if isinstance(msg, Progressed):
+        if slot.group is not None:
+            self._rank_event(slot, msg)
+        elif isinstance(msg, Progressed):
             with contextlib.suppress(*STORE_ERRORS):  # progress is not worth keeping for later
                 self.store.set_progress(msg.job_id, msg.fraction, msg.message)
         elif isinstance(msg, Done):
-            record = self.store.get(msg.job_id)
-            took = time.time() - record.started_at if record and record.started_at else 0.0
-            self._settle(slot, SUCCEEDED, f"done in {took:.1f} s", msg.outputs)
+            self._settle(slot, SUCCEEDED, f"done in {self._took(msg.job_id):.1f} s", msg.outputs)
         elif isinstance(msg, Failed):
             self._settle(slot, FAILED, msg.message)
         elif isinstance(msg, Stopped):
@@ -182,6 +152,10 @@ class Dispatcher:
             else:
                 self._settle(slot, CANCELLED, "cancelled; partial outputs were discarded")
 
+    def _took(self, job_id: str) -> float:
+        record = self.store.get(job_id)
+        return time.time() - record.started_at if record and record.started_at else 0.0
+
     def _interrupted_message(self, job_id: str) -> str:
         record = self.store.get(job_id)
         how = (f" Resume it with POST /jobs/{job_id}/resume." if record and record.resumable
@@ -189,12 +163,14 @@ class Dispatcher:
         return "interrupted: the service was stopped while this job was running." + how
 
     def _settle(self, slot: Slot, state: str, message: str, outputs: dict | None = None) -> None:
-        job_id = slot.job_id
-        assert job_id is not None
+        assert slot.job_id is not None
+        self._finish(slot.job_id, state, message, outputs)
+        slot.free()
+
+    def _finish(self, job_id: str, state: str, message: str, outputs: dict | None = None) -> None:
         self._write(self.store.finish, job_id, state, message, outputs)
         self.note(job_id, f"{state}: {message}")
         log.info("job %s %s: %s", job_id, state, message)
-        slot.job_id, slot.deadline, slot.stop_state = None, None, None
         with self._lock:
             self._cancels.discard(job_id)
 
@@ -202,24 +178,29 @@ class Dispatcher:
         assert slot.process is not None
         code = slot.process.exitcode
         log.warning("worker %s (pid %s) exited with code %s", slot.name, slot.process.pid, code)
-        if slot.job_id:
+        slot.close()
+        if slot.group is not None:
+            if slot.running:
+                self._rank_end(slot, Ending.CRASHED, crash_message(code))
+        elif slot.job_id:
             if slot.stop_state:
                 message = ("cancelled; partial outputs were discarded" if slot.stop_state == CANCELLED
                            else self._interrupted_message(slot.job_id))
                 self._settle(slot, slot.stop_state, message)
             else:
                 self._settle(slot, FAILED, crash_message(code))
-        self._close(slot)
 
     def _apply_cancels(self) -> None:
         with self._lock:
             pending, self._cancels = self._cancels, set()
-        on_slot = {s.job_id: s for s in self._slots if s.job_id}
         for job_id in pending:
-            if job_id in on_slot:
-                if on_slot[job_id].stop_state is None:
-                    self._ask_to_stop(on_slot[job_id], CANCELLED)
+            on_slots = [s for s in self._slots if s.job_id == job_id]  # a split job: all its ranks
+            for slot in on_slots:
+                if slot.stop_state is None:
+                    self._ask_to_stop(slot, CANCELLED)
+            if on_slots:
                 continue
+            self._extents.pop(job_id, None)
             record = self.store.get(job_id)
             if record is not None and record.state == "queued":
                 self._write(self.store.finish, job_id, CANCELLED, "cancelled before it started")
@@ -228,37 +209,51 @@ class Dispatcher:
     def _ask_to_stop(self, slot: Slot, state: str) -> None:
         assert slot.job_id is not None
         slot.stop_state = state
-        slot.deadline = time.monotonic() + self.config.cancel_grace_s
-        self._send(slot, Cancel(slot.job_id))
-        self.note(slot.job_id, "cancel requested" if state == CANCELLED
+        first = slot.group is None or slot.group.stop_state is None
+        if slot.group is not None:
+            slot.group.stop_state = slot.group.stop_state or state
+        if first:
+            self.note(slot.job_id, "cancel requested" if state == CANCELLED
                       else "the service is stopping; asking the job to stop")
+        if slot.running:  # a rank already over waits for the others
+            slot.deadline = time.monotonic() + self.config.cancel_grace_s
+            slot.send(Cancel(slot.job_id))
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         self._enforce_heartbeats(now)
+        grace = self.config.cancel_grace_s
         for slot in self._slots:
-            if slot.job_id and slot.deadline is not None and now > slot.deadline:
-                log.warning("job %s did not stop within %.0f s; stopping its worker",
-                            slot.job_id, self.config.cancel_grace_s)
-                self._kill(slot)
+            if slot.running and slot.deadline is not None and now > slot.deadline:
+                assert slot.job_id is not None
+                log.warning("job %s did not stop within %.0f s; stopping its worker %s",
+                            slot.job_id, grace, slot.name)
+                slot.kill()
+                slot.close()
+                if slot.group is not None:
+                    self._rank_end(slot, Ending.KILLED, f"it did not stop within {grace:g} s")
+                    continue
                 state = slot.stop_state or CANCELLED
-                message = (f"cancelled (the job did not stop by itself within "
-                           f"{self.config.cancel_grace_s:g} s, so its worker was stopped)"
-                           if state == CANCELLED else self._interrupted_message(slot.job_id))
+                message = (f"cancelled (the job did not stop by itself within {grace:g} s, so "
+                           "its worker was stopped)" if state == CANCELLED
+                           else self._interrupted_message(slot.job_id))
                 self._settle(slot, state, message)
-                self._close(slot)
 
     def _enforce_heartbeats(self, now: float) -> None:
         limit = self.config.heartbeat_timeout_s
         for slot in self._slots:
-            if slot.job_id and slot.stop_state is None and now - slot.last_heard > limit:
+            if slot.running and slot.stop_state is None and now - slot.last_heard > limit:
                 log.warning("job %s: no heartbeat from worker %s for %.0f s; stopping it",
                             slot.job_id, slot.name, now - slot.last_heard)
-                self._kill(slot)
-                self._settle(slot, FAILED, f"the job's worker stopped responding (no heartbeat "
-                             f"for {limit:g} s: stopped, hung or swapping), so it was killed. "
-                             "The service is still running; submit the job again.")
-                self._close(slot)
+                slot.kill()
+                slot.close()
+                message = (f"the job's worker stopped responding (no heartbeat for {limit:g} s: "
+                           "stopped, hung or swapping), so it was killed. The service is still "
+                           "running; submit the job again.")
+                if slot.group is not None:
+                    self._rank_end(slot, Ending.CRASHED, message)
+                else:
+                    self._settle(slot, FAILED, message)
 
     def _write(self, fn: Callable[..., None], job_id: str, *args: Any) -> None:
         """A job-state write that survives a full disk: a write that fails is kept, in order,
@@ -293,73 +288,125 @@ class Dispatcher:
                                             accept=functools.partial(_fits, slot.device, devices))
             if record is None:
                 continue
-            self._start_job(slot, record.id, record.type, placed(slot.device, record.params))
+            ranks = self._rank_slots(slot, record)
+            if len(ranks) > 1:
+                self._start_split(record, ranks)
+            else:
+                self._start_job(slot, record.id, record.type, placed(slot.device, record.params))
 
-    def _start_job(self, slot: Slot, job_id: str, job_type: str, params: dict[str, Any]) -> None:
+    def _start_job(self, slot: Slot, job_id: str, job_type: str, params: dict[str, Any],
+                   env: dict[str, str] | None = None) -> None:
         if slot.process is None or not slot.process.is_alive():
-            self._close(slot)
-            self._spawn(slot)
+            slot.close()
+            slot.spawn(self._ctx, self.config)
         assert slot.process is not None
         slot.job_id = job_id
         slot.last_heard = time.monotonic()
-        self._write(self.store.mark_running, job_id, slot.process.pid)
-        record = self.store.get(job_id)
-        self.note(job_id, f"started (attempt {record.attempts if record else 1}) on "
-                      f"{slot.name}, worker pid {slot.process.pid}")
+        self._extents.pop(job_id, None)
+        where = f"{slot.name}, worker pid {slot.process.pid}"
+        if slot.rank == 0:
+            self._write(self.store.mark_running, job_id, slot.process.pid)
+            record = self.store.get(job_id)
+            ranks = f" as rank 0 of {slot.group.world}" if slot.group else ""
+            self.note(job_id, f"started (attempt {record.attempts if record else 1}) on {where}{ranks}")
+        else:
+            assert slot.group is not None
+            self.note(job_id, f"rank {slot.rank} of {slot.group.world} on {where}")
         log.info("job %s (%s) started on %s", job_id, job_type, slot.name)
-        self._send(slot, Run(job_id, job_type, params, str(self.config.job_log(job_id)),
-                          self._threads_for_new_job()))
+        slot.send(Run(job_id, job_type, params, str(self.config.job_log(job_id)),
+                      self._threads_for_new_job(), env))
 
     def _threads_for_new_job(self) -> int:
         """A fair share of the cores: alone, a job gets them all; beside others, a part."""
         busy = sum(1 for s in self._slots if s.job_id)
         return max(1, (os.cpu_count() or 1) // max(busy, 1))
 
-    # ------------------------------------------------------------------ processes
-    def _spawn(self, slot: Slot) -> None:
-        cmd_r, cmd_w = self._ctx.Pipe(duplex=False)
-        evt_r, evt_w = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(target=worker_main, args=(cmd_r, evt_w, self.config.cancel_grace_s,
-                                                                str(self.config.state_dir)),
-                                    name=f"gfm-worker-{slot.name}", daemon=False)
-        process.start()
-        cmd_r.close()  # our copies of the child's ends: their closing is how each side
-        evt_w.close()  # notices the other has gone
-        slot.process, slot.commands, slot.events = process, cmd_w, evt_r
-        log.info("worker %s started (pid %d)", slot.name, process.pid)
-
-    def _send(self, slot: Slot, msg: Command) -> None:
+    # ------------------------------------------------------------------ split jobs
+    def _rank_slots(self, slot: Slot, record: JobRecord) -> list[Slot]:
+        """The slots a job runs on: `slot`, and for a job split by the rule of `split.py`,
+        a free slot on each of other devices, one per rank."""
+        if slot.device is None or not may_split(record.params):
+            return [slot]
         try:
-            assert slot.commands is not None
-            slot.commands.send(msg)
-        except (OSError, ValueError, AssertionError):
-            pass  # a dead worker is noticed through its sentinel
+            extent_of = get_job_type(record.type).extent
+        except GfmError:  # a type no longer registered: its worker says so, on one slot
+            return [slot]
+        free = {slot.device: slot}
+        for other in self._slots:
+            if other.lane == GPU and other.job_id is None and other.device is not None:
+                free.setdefault(other.device, other)
+        if extent_of is None or len(free) < 2:
+            return [slot]
+        if record.id not in self._extents:
+            self._extents[record.id] = extent_of(record.params)
+        ranks = split_ranks(self._extents[record.id], len(free), self.config.split_min_mpix)
+        return list(free.values())[:ranks]
 
-    def _quit(self, slot: Slot) -> None:
-        if slot.process is not None and slot.process.is_alive():
-            self._send(slot, Quit())
-            slot.process.join(5)
-        self._kill(slot)
-        self._close(slot)
+    def _start_split(self, record: JobRecord, slots: list[Slot]) -> None:
+        """Rank i of the job on the i-th slot, each with its own device and the shared
+        rendezvous port; all slots are taken before any starts (fair thread shares)."""
+        group, port = RankGroup(record.id, len(slots)), free_port()
+        for rank, slot in enumerate(slots):
+            slot.job_id, slot.group, slot.rank = record.id, group, rank
+        log.info("job %s runs as %d ranks on %s", record.id, len(slots),
+                 ", ".join(s.name for s in slots))
+        for rank, slot in enumerate(slots):
+            self._start_job(slot, record.id, record.type, placed(slot.device, record.params),
+                            rank_env(rank, len(slots), port, slot.device))
 
-    def _kill(self, slot: Slot) -> None:
-        process = slot.process
-        if process is None or not process.is_alive():
-            return
-        process.terminate()
-        process.join(3)
-        if process.is_alive():
-            process.kill()
-            process.join(3)
+    def _rank_event(self, slot: Slot, msg: Event) -> None:
+        """A message from one rank of a split job: rank 0 speaks for the job's progress."""
+        if isinstance(msg, Progressed):
+            if slot.rank == 0:
+                with contextlib.suppress(*STORE_ERRORS):
+                    self.store.set_progress(msg.job_id, msg.fraction, msg.message)
+        elif isinstance(msg, Done):
+            self._rank_end(slot, Ending.DONE, outputs=msg.outputs)
+        elif isinstance(msg, Failed):
+            self._rank_end(slot, Ending.FAILED, msg.message)
+        elif isinstance(msg, Stopped):
+            self._rank_end(slot, Ending.STOPPED, msg.message)
 
-    def _close(self, slot: Slot) -> None:
-        for conn in (slot.commands, slot.events):
-            if conn is not None:
-                conn.close()
-        if slot.process is not None and not slot.process.is_alive():
-            slot.process.close()
-        slot.process = slot.commands = slot.events = None
+    def _rank_end(self, slot: Slot, how: Ending, message: str = "",
+                  outputs: dict[str, Any] | None = None) -> None:
+        """One rank has ended. A rank gone mid-run leaves the others waiting for it in a
+        collective: they are stopped at once; after a failure they are asked to stop and
+        given the grace. The job settles when every rank has ended."""
+        group = slot.group
+        assert group is not None
+        group.end(slot.rank, how, message, outputs)
+        slot.deadline = None
+        ranks = [s for s in self._slots if s.group is group]
+        for other in (s for s in ranks if s.running):
+            if group.lost:
+                other.kill()
+                other.close()
+                group.end(other.rank, Ending.KILLED, "stopped: another rank had gone")
+                self.note(group.job_id, f"rank {other.rank} stopped: rank {slot.rank} is gone "
+                          "and would be waited for forever")
+            elif how is not Ending.DONE and other.deadline is None:
+                other.deadline = time.monotonic() + self.config.cancel_grace_s
+                other.send(Cancel(group.job_id))
+        if group.complete:
+            self._settle_group(group, ranks)
 
+    def _settle_group(self, group: RankGroup, ranks: list[Slot]) -> None:
+        state, failure = group.verdict()
+        if state == SUCCEEDED:
+            message = f"done in {self._took(group.job_id):.1f} s as {group.world} ranks"
+        elif state == CANCELLED:
+            message = (f"cancelled (the job did not stop by itself within "
+                       f"{self.config.cancel_grace_s:g} s, so its workers were stopped)"
+                       if group.killed else "cancelled; partial outputs were discarded")
+        elif state == INTERRUPTED:
+            message = self._interrupted_message(group.job_id)
+        else:
+            message = failure or "failed"
+        self._finish(group.job_id, state, message, group.outputs)
+        for slot in ranks:
+            slot.free()
+
+    # ------------------------------------------------------------------ logs
     def note(self, job_id: str, line: str) -> None:
         """Lifecycle lines in the job's log, beside what the job itself writes there."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

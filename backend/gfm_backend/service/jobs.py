@@ -50,6 +50,7 @@ from ..tasks.params import (
     WeightsImportParams,
 )
 from .params import Resolvers, validate, vector_fields
+from .split import Extent, classify_extent
 
 GPU, CPU = "gpu", "cpu"
 RESOURCES = (GPU, CPU)
@@ -77,6 +78,9 @@ class JobType:
     check: CheckFn | None = None
     help: str = ""
     output: OutputKind | None = None  # the kind of folder `out` is (the output-folder rule)
+    # a type that can run as ranks over several GPUs (torch.distributed) says how large a
+    # job is, for the service's rule on splitting it (`split.py`)
+    extent: Callable[[dict[str, Any]], Extent | None] | None = None
 
     def __post_init__(self) -> None:
         if self.resumable and "resume" not in self.params.model_fields:
@@ -227,8 +231,9 @@ def run_classify(params: ClassifyParams, progress: Progress) -> dict[str, Any]:
 
 CLASSIFY = register(JobType(
     name="classify", params=ClassifyParams, run=run_classify, resource=_device_resource,
-    check=_check_classify, output=CLASSIFY_OUTPUT,
-    help="classify a raster with a model package (gfm classify)"))
+    check=_check_classify, output=CLASSIFY_OUTPUT, extent=classify_extent,
+    help="classify a raster with a model package (gfm classify); a large one may be split "
+         "over the service's free GPUs"))
 
 
 # ----------------------------------------------------------------------------- finetune

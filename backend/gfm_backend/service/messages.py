@@ -15,6 +15,7 @@ class Run:
     params: dict[str, Any]
     log_path: str
     threads: int
+    env: dict[str, str] | None = None  # set for this run only (a rank's torch.distributed settings)
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,8 @@ def serve(config: ServiceConfig) -> dict[str, Any]:
 
     if config.gpu_jobs < 1 or config.cpu_jobs < 1:
         raise GfmError("--gpu-jobs and --cpu-jobs must be at least 1")
+    if not config.split_min_mpix >= 0:
+        raise GfmError("--split-classify-min-mpix must be 0 or more (inf: never split)")
     if config.host not in LOOPBACK_HOSTS and config.data_root is None:
         raise GfmError(f"--host {config.host}: a service others can reach needs --data-root DIR, "
                        "the only folder its jobs may read and write (besides their uploads and "

@@ -152,6 +152,22 @@ def _output_to(log_path: str) -> Iterator[None]:
             os.close(f)
 
 
+@contextlib.contextmanager
+def _environment(extra: dict[str, str] | None) -> Iterator[None]:
+    """A run's own environment (a rank's torch.distributed settings), put back afterwards:
+    the worker outlives the run, and its next job must not think it is a rank."""
+    saved = {name: os.environ.get(name) for name in extra or {}}
+    os.environ.update(extra or {})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _progress(link: _Link, job_id: str) -> Progress:
     last_t, last_message = [0.0], [""]
 
@@ -189,8 +205,10 @@ def _run_job(link: _Link, run: Run) -> None:
     from .jobs import get_job_type
 
     job_id, job_type = run.job_id, run.job_type
-    with _output_to(run.log_path):
-        log.info("running %s job %s in worker pid %d", job_type, job_id, os.getpid())
+    with _output_to(run.log_path), _environment(run.env):
+        log.info("running %s job %s in worker pid %d%s", job_type, job_id, os.getpid(),
+                 f" as rank {run.env['RANK']} of {run.env['WORLD_SIZE']}"
+                 if run.env and "RANK" in run.env else "")
         t0 = time.perf_counter()
         try:
             kind = get_job_type(job_type)

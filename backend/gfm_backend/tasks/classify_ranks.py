@@ -35,7 +35,7 @@ from ..data.vectorize_bands import BandPart, band_part, bands, merge_bands, vect
 from ..errors import GfmError, InputError
 from ..outputs import CLASSIFY, staged_output
 from ..package import ClassInfo, ModelSpec, read_spec
-from ..progress import Progress, silent
+from ..progress import Progress
 from ..runtime import make_predictor
 from .classify import (
     CLASSES_TIF,
@@ -221,7 +221,7 @@ def classify_ranked(params: ClassifyParams, progress: Progress) -> dict[str, Any
             raise InputError(params.model, "a scene model classifies in one process (its "
                              "tiles are few); run gfm classify without torchrun")
         if not ctx.is_main:
-            _ranked(ctx, params, spec, Path(_share_stage(None)), silent())
+            _ranked(ctx, params, spec, Path(_share_stage(None)), progress.muted())
             return {"rank": ctx.rank, "out": str(params.out)}
         inputs = {"raster": params.raster, "model": params.model}
         with staged_output(params.out, CLASSIFY, params.overwrite, inputs,

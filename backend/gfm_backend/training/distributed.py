@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..runtime.device import resolve_device
+from ..runtime.device import RANK_DEVICE_ENV, resolve_device
 
 
 @dataclass
@@ -28,13 +28,15 @@ class DistContext:
 
 
 def init_distributed(device: str = "auto") -> DistContext:
-    """Join the process group torchrun set up (NCCL on GPUs, gloo on CPUs), if any."""
+    """Join the process group torchrun set up (NCCL on GPUs, gloo on CPUs), if any. On GPUs
+    a rank takes cuda:LOCAL_RANK, or the device `$GFM_RANK_DEVICE` names (the service's
+    ranks run in warm workers where CUDA_VISIBLE_DEVICES can no longer change anything)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
+        dev = torch.device(os.environ.get(RANK_DEVICE_ENV) or f"cuda:{local_rank}")
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")

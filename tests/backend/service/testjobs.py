@@ -1,9 +1,11 @@
 """Job types that exist only for the tests, plugged into the real server through
 $GFM_SERVICE_PLUGINS (the hook any site can use): a resumable job that checkpoints, a
-job that crashes in the ways real jobs do, and one that ignores cancel."""
+job that crashes in the ways real jobs do, one that ignores cancel, one that says where it
+was placed, and the real classify computing on the CPU where it was placed on a GPU."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +18,8 @@ from pydantic import Field
 from gfm_backend.errors import InputError
 from gfm_backend.parameters import Device, JobParams, Kind, StrictBool, StrictFloat, StrictInt
 from gfm_backend.progress import Progress
-from gfm_backend.service.jobs import CPU, GPU, JobType, register
+from gfm_backend.service.jobs import CLASSIFY, CPU, GPU, JobType, register, run_classify
+from gfm_backend.tasks.params import ClassifyParams
 
 
 def run_steps(p: StepsParams, progress: Progress) -> dict[str, Any]:
@@ -62,6 +65,13 @@ def run_where(p: WhereParams, progress: Progress) -> dict[str, Any]:
     return {"device": p.device}
 
 
+def run_classify_on_cpu(p: ClassifyParams, progress: Progress) -> dict[str, Any]:
+    """The real classify job, on the CPU where the service placed it on a GPU (`cuda:N`):
+    the GPU lanes and the split over them (ranks on gloo) tested without a GPU."""
+    on_cpu = p.model_copy(update={"device": "cpu"}) if p.device.startswith("cuda") else p
+    return run_classify(on_cpu, progress) | {"placed": p.device}
+
+
 def _lane(p: dict[str, Any]) -> str:
     return p["lane"]
 
@@ -95,3 +105,4 @@ register(JobType("steps", params=StepsParams, run=run_steps, resource=_lane, res
 register(JobType("crash", params=CrashParams, run=run_crash, resource=CPU))
 register(JobType("stubborn", params=StubbornParams, run=run_stubborn, resource=CPU))
 register(JobType("where", params=WhereParams, run=run_where, resource=GPU))
+register(dataclasses.replace(CLASSIFY, name="classify-on-cpu", run=run_classify_on_cpu))
