@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import GfmError, InputError
 from ..package import ModelSpec
 from .device import describe_device, native_bf16, resolve_device
+from .threads import onnx_session_options
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +65,8 @@ class OnnxPredictor:
             raise GfmError("--device cuda with --runtime onnx needs onnxruntime-gpu (CUDA provider)")
         providers = (["CUDAExecutionProvider"] if want_cuda else []) + ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(onnx_path), providers=providers)
+            self.session = ort.InferenceSession(str(onnx_path), onnx_session_options(),
+                                                providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InputError(onnx_path, f"ONNX Runtime cannot load the model: {exc}") from exc
         # one input (an image), or two (a change pair: BEFORE's channels, then AFTER's)

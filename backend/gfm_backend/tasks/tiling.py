@@ -25,6 +25,7 @@ from ..data.styles import colormap
 from ..package import ClassInfo
 from ..progress import Progress
 from ..runtime import Predictor
+from ..runtime.threads import io_thread
 from .blending import ProbsSink, RowSink, StripBlender, blend_weights
 
 CONFIDENCE_NODATA = -1.0
@@ -75,7 +76,7 @@ class StripWriter:
         self.conf = rasterio.open(confidence_tif, "w",
                                   **output_profile(grid, "float32", CONFIDENCE_NODATA))
         self.cls.write_colormap(1, colormap(classes))
-        self.thread = ThreadPoolExecutor(max_workers=1)
+        self.thread = ThreadPoolExecutor(max_workers=1, initializer=io_thread)
         self.pending: list[Future] = []
 
     def _write(self, top: int, classes: np.ndarray, confidence: np.ndarray) -> None:
@@ -173,7 +174,7 @@ def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: 
                            rows=tiling.src_tile, nodata_confidence=CONFIDENCE_NODATA,
                            probs_sink=probs_sink, top=rows[first])
     read_row = _row_reader(tiling, read_strip)
-    with ThreadPoolExecutor(max_workers=1) as reader:
+    with ThreadPoolExecutor(max_workers=1, initializer=io_thread) as reader:
         pending = reader.submit(read_row, rows[first])
         for k in range(first, stop):
             tr = time.perf_counter()
