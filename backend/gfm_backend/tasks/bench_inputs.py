@@ -11,6 +11,7 @@ that as its inference tile (ONNX at 576 px), the two tilings the bench compares.
 from __future__ import annotations
 
 import copy
+import functools
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ TRAIN_EPOCHS = 4  # enough for confident classes; speed, not accuracy, is measur
 TRAIN_CHIPS = 32
 
 
+@functools.cache
 def bench_scene() -> Scene:
+    """Made once per process: the raster, its truth and the training files all use it."""
     return make_scene(SCENE_PX, seed=SCENE_SEED)
 
 
@@ -113,16 +116,25 @@ def _train_bench_model(root: Path, model_dir: Path, config: str) -> None:
     from .finetune import finetune
     from .params import FinetuneParams
 
-    scene = bench_scene()
-    work = root / "bench_training"
-    work.mkdir(parents=True, exist_ok=True)
-    raster = write_scene(scene, work / "scene.tif")
-    geoms, names = draw_training_polygons(scene, per_class=6, box_px=48, seed=2)
-    labels = write_polygons(work / "labels.gpkg", geoms, names, scene.crs)
+    raster, labels = _training_files(root / "bench_training")
     finetune(FinetuneParams(rasters=[raster], labels=labels, class_field="class",
                             out=model_dir, config=config, device="cpu", epochs=TRAIN_EPOCHS,
                             chips=TRAIN_CHIPS, batch_size=8, patience=TRAIN_EPOCHS,
                             name=f"bench-{config}"), silent())
+
+
+def _training_files(work: Path) -> tuple[Path, Path]:
+    """The bench scene and polygons drawn on it, written once for every config."""
+    raster, labels = work / "scene.tif", work / "labels.gpkg"
+    if not (raster.exists() and labels.exists()):
+        scene = bench_scene()
+        work.mkdir(parents=True, exist_ok=True)
+        with atomic_path(raster, suffix=".tif") as tmp:  # an interrupted run leaves none
+            write_scene(scene, tmp)
+        geoms, names = draw_training_polygons(scene, per_class=6, box_px=48, seed=2)
+        with atomic_path(labels, suffix=".gpkg") as tmp:
+            write_polygons(tmp, geoms, names, scene.crs)
+    return raster, labels
 
 
 def _random_bench_model(model_dir: Path, config: str, task: str) -> None:

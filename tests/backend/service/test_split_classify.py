@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import rasterio
 
 from gfm_backend.data.synthetic import make_scene, write_scene
 
+from ..tasks.test_classify_ranks import damaged_raster
 from .conftest import Server, alive
 
 MIN_MPIX = "0.2"  # the 512 and 700 px rasters split, the 128 px one does not
@@ -83,22 +83,6 @@ def _one_process(raster: Path, model: Path, out: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
 
 
-def _damaged(tmp_path: Path) -> Path:
-    """512 px with a damaged block at rows 384-512: only the second rank reads it."""
-    raster = tmp_path / "damaged.tif"
-    with rasterio.open(write_scene(make_scene(size=512, seed=6), tmp_path / "clean.tif")) as src:
-        profile = src.profile | {"tiled": True, "blockxsize": 128, "blockysize": 128,
-                                 "compress": "deflate"}
-        with rasterio.open(raster, "w", **profile) as dst:
-            dst.write(src.read())
-    with rasterio.open(raster) as ds:
-        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_3", "TIFF", bidx=1))
-    with open(raster, "r+b") as f:
-        f.seek(offset)
-        f.write(b"\xff" * 64)
-    return raster
-
-
 def test_a_large_classify_runs_as_two_ranks_and_gives_the_one_process_raster(
         two_gpus: Server, tiny_model, tmp_path):
     raster = write_scene(make_scene(size=700, seed=5), tmp_path / "scene.tif")
@@ -144,7 +128,7 @@ def test_cancelling_a_split_job_stops_every_rank_and_leaves_nothing(two_gpus: Se
 
 def test_a_failing_rank_fails_the_job_in_its_words_and_frees_both_slots(two_gpus: Server, tmp_path):
     out = tmp_path / "out"
-    job_id = _submit(two_gpus, _damaged(tmp_path), out)
+    job_id = _submit(two_gpus, damaged_raster(tmp_path), out)
     done = two_gpus.wait(job_id, timeout=300)
     assert done["state"] == "failed", done["message"]
     assert done["message"].startswith("rank 1 of 2 failed: ") and \

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pyogrio
 import pytest
@@ -79,11 +80,10 @@ def test_two_ranks_give_the_one_process_result_byte_for_byte(tiny_model, tmp_pat
     assert sorted(os.listdir(two)) == sorted(os.listdir(one))  # no parts left behind
 
 
-def test_a_rank_that_fails_fails_the_run_and_leaves_nothing_finished(tiny_model, tmp_path):
-    """A tile of the raster's lower half is damaged: only the second rank reads it."""
+def damaged_raster(tmp_path) -> Path:
+    """512 px with a damaged block at rows 384-512: of two ranks, only the second reads it."""
     raster = tmp_path / "damaged.tif"
-    scene = make_scene(size=512, seed=6)
-    with rasterio.open(write_scene(scene, tmp_path / "clean.tif")) as src:
+    with rasterio.open(write_scene(make_scene(size=512, seed=6), tmp_path / "clean.tif")) as src:
         profile = src.profile | {"tiled": True, "blockxsize": 128, "blockysize": 128,
                                  "compress": "deflate"}
         with rasterio.open(raster, "w", **profile) as dst:
@@ -93,6 +93,12 @@ def test_a_rank_that_fails_fails_the_run_and_leaves_nothing_finished(tiny_model,
     with open(raster, "r+b") as f:
         f.seek(offset)
         f.write(b"\xff" * 64)
+    return raster
+
+
+def test_a_rank_that_fails_fails_the_run_and_leaves_nothing_finished(tiny_model, tmp_path):
+    """A tile of the raster's lower half is damaged: only the second rank reads it."""
+    raster = damaged_raster(tmp_path)
     out = tmp_path / "out"
     run = _classify(raster, tiny_model, out, 2)
     assert run.returncode != 0
