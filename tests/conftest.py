@@ -10,6 +10,19 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_network_cache(tmp_path_factory):
+    """`--runtime torch-compiled` caches its compiled networks in a test folder, not the
+    user's cache (child processes inherit it)."""
+    before = os.environ.get("GFM_CACHE_DIR")
+    os.environ["GFM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["GFM_CACHE_DIR"])
+    if before is None:
+        os.environ.pop("GFM_CACHE_DIR", None)
+    else:
+        os.environ["GFM_CACHE_DIR"] = before
+
+
 def real_data_dir() -> Path | None:
     """The shared real sample folder, when GFM_REAL_DATA points at it."""
     value = os.environ.get("GFM_REAL_DATA")

@@ -17,6 +17,7 @@ from . import __version__  # noqa: E402
 from .cli_jobs import add_job_command, run_job_command  # noqa: E402
 from .errors import Cancelled, GfmError, environment_problem  # noqa: E402
 from .progress import Progress  # noqa: E402
+from .runtime.predictors import RUNTIMES  # noqa: E402
 from .service.cli_commands import (  # noqa: E402
     add_jobs,
     add_serve,
@@ -104,7 +105,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--configs", nargs="+", default=["tiny", "base"],
                    help="classify, change, accuracy: encoders (accuracy: the random-init "
                    "shapes, besides the weights installed)")
-    p.add_argument("--runtimes", nargs="+", default=["torch", "torch-bf16", "onnx", "onnx-int8"],
+    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES),
                    help="classify, change: runtimes (each against the reference: training-chip "
                    "tiles, fp32 torch)")
     p.add_argument("--tiles", nargs="+", choices=("inference", "training"),

@@ -1,7 +1,8 @@
 """Predictors: normalised float32 NCHW batch in, class probabilities out, as numpy.
 
 One interface for torch (fp32 on a CPU, bf16 autocast on CUDA; `torch-bf16`: bf16 on a
-CPU too, 2.5-3x faster where it has AMX) and ONNX Runtime, so the
+CPU too, 2.5-3x faster where it has AMX; `torch-compiled`: that network compiled ahead of
+time for the CPU, `compiled.py`) and ONNX Runtime, so the
 tiling, blending and writing code never knows which runtime runs the network. torch is
 imported only for the torch runtime: it costs ~0.5 GB of resident memory on its own.
 """
@@ -15,14 +16,15 @@ import numpy as np
 
 from ..errors import GfmError, InputError
 from ..package import ModelSpec
+from ..progress import Progress
 from .device import describe_device, native_bf16, resolve_device
 from .threads import onnx_session_options
 
 if TYPE_CHECKING:
     import torch
 
-RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
-TORCH_RUNTIMES = ("torch", "torch-bf16")
+RUNTIMES = ("torch", "torch-bf16", "torch-compiled", "onnx", "onnx-int8")
+TORCH_RUNTIMES = ("torch", "torch-bf16", "torch-compiled")
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"  # MatMuls quantized to int8 (`gfm export --int8`)
 ONNX_FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_FILE}
@@ -83,18 +85,24 @@ class OnnxPredictor:
         return self.session.run(None, feed)[0]
 
 
-def make_predictor(
-    model_dir: Path, spec: ModelSpec, runtime: str = "torch", device: str = "auto"
-) -> Predictor:
-    """Open the model package on the asked runtime and device."""
+def make_predictor(model_dir: Path, spec: ModelSpec, runtime: str = "torch",
+                   device: str = "auto", batch_size: int = 8,
+                   progress: Progress | None = None) -> Predictor:
+    """Open the model package on the asked runtime and device (`batch_size` and `progress`:
+    for torch-compiled, which compiles for that batch on its first use)."""
     if runtime in TORCH_RUNTIMES:
+        torch_device = resolve_device(device)
+        if runtime == "torch-compiled" and torch_device.type == "cpu":
+            return _compiled_predictor(model_dir, spec, batch_size, progress)
         from ..models.network import load_network
 
         net = load_network(model_dir, spec)
         if net.encoder.config.img_size != spec.tile_size:  # the inference tile, same window
             net.encoder.set_input_size(spec.tile_size)
-        return TorchPredictor(net, resolve_device(device),
-                              bf16=True if runtime == "torch-bf16" else None)
+        eager = TorchPredictor(net, torch_device, bf16=True if runtime == "torch-bf16" else None)
+        if runtime == "torch-compiled":  # compiling is for the CPU: CUDA runs eager bf16
+            eager.description += ", not compiled: compiling is for the CPU only"
+        return eager
     if runtime in ONNX_FILES:
         path = Path(model_dir) / ONNX_FILES[runtime]
         if not path.is_file():
@@ -107,3 +115,21 @@ def make_predictor(
                              f"`gfm export --tile-size {spec.tile_size}`")
         return predictor
     raise GfmError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+
+
+def _compiled_predictor(model_dir: Path, spec: ModelSpec, batch_size: int,
+                        progress: Progress | None) -> Predictor:
+    """torch-compiled on the CPU: bf16 where it is native, fp32 elsewhere (emulated bf16
+    would be slower than fp32)."""
+    import torch
+
+    from .compiled import CompiledPredictor, compiled_network
+
+    if not (Path(model_dir) / "model.safetensors").is_file():
+        raise InputError(model_dir, "model package has no model.safetensors")
+    bf16 = native_bf16(torch.device("cpu"))
+    path, seconds = compiled_network(Path(model_dir), spec, batch_size, bf16, progress)
+    when = f"compiled in {seconds:.0f} s" if seconds else "compiled earlier, from the cache"
+    shape = (len(spec.bands) * spec.inputs, spec.tile_size, spec.tile_size)
+    return CompiledPredictor(path, batch_size, shape, f"torch on CPU ({'bf16' if bf16 else 'fp32'}, "
+                             f"AOTInductor, {when})")

@@ -28,6 +28,7 @@ from ..models import CONFIGS, build_encoder
 from ..package import read_spec
 from ..progress import Progress, silent
 from ..runtime import make_predictor
+from ..runtime.predictors import RUNTIMES
 from .bench_inputs import (
     BenchModels,
     bench_truth,
@@ -41,7 +42,7 @@ from .metrics import confusion, summarize
 def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: int) -> float:
     """Seconds to push `tiles` tiles through the network alone (after one warm-up batch)."""
     spec = read_spec(model_dir).for_inference()
-    predictor = make_predictor(model_dir, spec, runtime, device)
+    predictor = make_predictor(model_dir, spec, runtime, device, batch)
     x = np.random.default_rng(0).standard_normal(  # a change model: both dates' channels
         (batch, len(spec.bands) * spec.inputs, spec.tile_size, spec.tile_size)).astype(np.float32)
     predictor(x)
@@ -112,7 +113,7 @@ def bench_classify(out: Path, size: int = 4096, configs: list[str] | None = None
     return result
 
 
-BENCH_RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
+BENCH_RUNTIMES = RUNTIMES
 BENCH_TILES = ("inference", "training")
 
 

@@ -60,7 +60,8 @@ def detect_change(params: DetectChangeParams, progress: Progress | None = None) 
             open_pair(params.before, params.after, spec.bands, params.after_bands) as pair:
         check_bands(pair.before, spec, params.before)
         t_load = time.perf_counter()
-        predictor = make_predictor(params.model, spec, params.runtime, params.device)
+        predictor = make_predictor(params.model, spec, params.runtime, params.device,
+                                   params.batch_size, progress)
         load_s = time.perf_counter() - t_load
         log.info("detecting changes %s -> %s with %s", params.before, params.after,
                  predictor.description)

@@ -98,7 +98,8 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
             rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(params.raster) as ds:
         check_bands(ds, spec, params.raster)
         t_load = time.perf_counter()
-        predictor = make_predictor(params.model, spec, params.runtime, params.device)
+        predictor = make_predictor(params.model, spec, params.runtime, params.device,
+                                   params.batch_size, progress)
         load_s = time.perf_counter() - t_load
         log.info("classifying %s with %s", params.raster, predictor.description)
         if spec.task == "segmentation":

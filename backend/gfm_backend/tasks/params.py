@@ -37,9 +37,11 @@ from ..parameters import (
 ModelRef = Annotated[Path, Kind("model"), Field(
     description="model package folder, or a name GET /models lists")]
 OutFolder = Annotated[Path, Kind("out_dir"), Field(description="output folder", title="Output folder")]
-Runtime = Annotated[Literal["torch", "torch-bf16", "onnx", "onnx-int8"], Field(
+Runtime = Annotated[Literal["torch", "torch-bf16", "torch-compiled", "onnx", "onnx-int8"], Field(
     description="torch, torch-bf16 (bf16 on a CPU as well as on CUDA: about 3x faster on "
-    "CPUs with AMX, such as Intel Xeon 4th generation and later), onnx (ONNX Runtime), or "
+    "CPUs with AMX, such as Intel Xeon 4th generation and later), torch-compiled (that "
+    "network compiled for this CPU, once per model, tile and batch size, about 1-2 "
+    "minutes, then cached; needs a C++ compiler), onnx (ONNX Runtime), or "
     "onnx-int8 (its MatMuls in int8: faster on CPUs, needs model.int8.onnx from gfm export "
     "--int8)")]
 InferTile = Annotated[int | None, Strict(), Field(

@@ -1,7 +1,8 @@
 """Inference tiles apart from training chips, and the int8 runtime: a package trained on
 192 px chips can classify 576 px tiles (less overlap, fewer tiles; its map stays close,
 though measured slightly worse, so it is not the default), `gfm export --tile-size` makes
-a package run them, and ONNX Runtime's int8 model and torch's bf16 keep the fp32 map."""
+a package run them, and ONNX Runtime's int8 model, torch's bf16 and the network compiled
+for the CPU (torch-compiled) keep the fp32 map."""
 
 from __future__ import annotations
 
@@ -88,6 +89,34 @@ def test_bf16_keeps_the_fp32_map(trained):
     assert (fp32 == bf16).mean() >= 0.985
     for name, c in fp32_report["scores"]["per_class"].items():
         assert abs(bf16_report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
+
+
+def test_the_compiled_network_keeps_the_fp32_map_and_is_compiled_once(trained):
+    fp32, fp32_report = _run(trained, "fp32-ref")
+    compiled, report = _run(trained, "compiled", runtime="torch-compiled")
+    assert "AOTInductor, compiled in" in report["predictor"]
+    assert (fp32 == compiled).mean() >= 0.985
+    for name, c in fp32_report["scores"]["per_class"].items():
+        assert abs(report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
+    again, again_report = _run(trained, "compiled-again", runtime="torch-compiled")
+    assert "from the cache" in again_report["predictor"]
+    assert again_report["timings_s"]["load_model"] < report["timings_s"]["load_model"] / 4
+    assert np.array_equal(again, compiled)
+
+
+def test_the_compiled_network_pads_short_batches_splits_long_ones_and_checks_shapes(trained):
+    from gfm_backend.runtime import make_predictor
+
+    spec = read_spec(trained["model"])
+    predictor = make_predictor(trained["model"], spec, "torch-compiled", "cpu", batch_size=8)
+    assert "from the cache" in predictor.description  # compiled by the test above
+    x = np.random.default_rng(0).standard_normal((11, 3, 192, 192)).astype(np.float32)
+    full = predictor(x)
+    assert full.shape == (11, spec.num_classes, 192, 192) and full.dtype == np.float32
+    assert np.array_equal(predictor(x[:3]), full[:3])  # padded to 8: the same per tile
+    assert np.array_equal(predictor(x[8:]), full[8:])
+    with pytest.raises(ValueError, match="takes tiles of"):
+        predictor(np.zeros((2, 3, 384, 384), np.float32))  # compiled code would read past
 
 
 def test_tiles_off_the_window_grid_or_the_onnx_size_are_refused(trained, tmp_path):

@@ -1,0 +1,105 @@
+"""The compiled network's cache (`runtime/compiled.py`): what its key covers, what it
+keeps, and a compile that is cancelled or whose compiler fails leaves nothing behind.
+Compiling a whole network is tested on a trained model in `test_inference_tiles.py`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from gfm_backend.errors import Cancelled, GfmError
+from gfm_backend.models import CONFIGS, build_encoder
+from gfm_backend.models.network import build_network, save_network
+from gfm_backend.package import ModelSpec, default_classes, read_spec, write_spec
+from gfm_backend.progress import Progress
+from gfm_backend.runtime import compiled
+from gfm_backend.runtime.compiled import cache_dir, compiled_key, compiled_network
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """A random-weight tiny segmentation package (what is compiled does not matter here)."""
+    root = tmp_path_factory.mktemp("package")
+    enc = build_encoder(CONFIGS["tiny"])
+    spec = ModelSpec(task="segmentation", classes=default_classes(["a", "b"]),
+                     encoder=enc.config.to_json(), gsd_m=1.0, tile_size=192, tile_overlap=48,
+                     head={"type": "upernet", "channels": 32}, name="random")
+    save_network(build_network(spec, enc).eval(), spec, root)
+    write_spec(root, spec)
+    return root
+
+
+def test_the_key_follows_weights_tile_batch_and_precision(package, tmp_path):
+    spec = read_spec(package)
+    key = compiled_key(package, spec, 8, True)
+    assert key == compiled_key(package, spec, 8, True)
+    others = {compiled_key(package, spec, 4, True), compiled_key(package, spec, 8, False),
+              compiled_key(package, spec.for_inference(384), 8, True)}
+    assert key not in others and len(others) == 3
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in package.iterdir():
+        data = f.read_bytes()
+        (copy / f.name).write_bytes(data[:-1] + bytes([data[-1] ^ 1])
+                                    if f.name == "model.safetensors" else data)
+    assert compiled_key(copy, spec, 8, True) != key
+
+
+def test_the_cache_keeps_the_most_recently_used_and_only_its_own_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("GFM_CACHE_DIR", str(tmp_path))
+    folder = cache_dir()
+    folder.mkdir(parents=True)
+    entries = []
+    for i in range(compiled.CACHE_ENTRIES + 3):
+        entry = folder / f"gfm-{i:032x}.pt2"
+        entry.write_bytes(b"x")
+        os.utime(entry, (1000 + i, 1000 + i))
+        entries.append(entry)
+    mine = folder / "notes.pt2"
+    mine.write_bytes(b"someone else's")
+    compiled._prune(folder, keep=entries[0])  # just written, though its clock says old
+    kept = sorted(p.name for p in folder.iterdir())
+    assert kept == sorted([entries[0].name, mine.name]
+                          + [e.name for e in entries[-compiled.CACHE_ENTRIES:]])
+
+
+def _no_compile_left(folder) -> None:
+    assert not list(folder.glob("*.pt2")) and not list(folder.glob(".*partial*"))
+    ps = subprocess.run(["pgrep", "-f", "gfm_backend.runtime.compile_network"],
+                        capture_output=True, text=True)
+    assert ps.stdout.strip() == ""
+
+
+def test_a_cancel_stops_the_compile_and_leaves_no_file(package, tmp_path, monkeypatch):
+    monkeypatch.setenv("GFM_CACHE_DIR", str(tmp_path))
+    progress = Progress()
+    threading.Timer(3.0, progress.cancel).start()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        compiled_network(package, read_spec(package), 8, True, progress)
+    assert time.monotonic() - t0 < 10
+    _no_compile_left(cache_dir())
+
+
+def test_a_failing_compiler_is_a_clear_error_and_leaves_no_file(package, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.setenv("GFM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that fails every build
+    with pytest.raises(GfmError, match="compiling the network for --runtime torch-compiled "
+                       r"failed \(use --runtime torch-bf16"):
+        compiled_network(package, read_spec(package), 2, True)
+    _no_compile_left(cache_dir())
+    log = list(cache_dir().glob("gfm-*.log"))  # the compiler's whole output, for a bug report
+    assert len(log) == 1 and "InvalidCxxCompiler" in log[0].read_text()
+
+
+def test_no_compiler_is_named_before_anything_runs(package, tmp_path, monkeypatch):
+    monkeypatch.setenv("GFM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(GfmError, match="needs a C\\+\\+ compiler"):
+        compiled_network(package, read_spec(package), 8, True)
+    _no_compile_left(cache_dir())
