@@ -161,6 +161,7 @@ class CompiledPredictor:
         self.torch = torch
         self.runner: Any = torch._inductor.aoti_load_package(str(path))
         self.batch = batch
+        self.fixed_batch = True  # the streaming loop fills batches across tile rows
         self.tile_shape = tile_shape  # (channels, height, width)
         self.description = description
 

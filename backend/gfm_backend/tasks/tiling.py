@@ -157,6 +157,47 @@ class TileRun:
     num_classes: int
     batch_size: int
 
+    @property
+    def carries_tiles(self) -> bool:
+        """A predictor compiled for one batch size pads every short batch, so a row's last
+        tiles wait for the next row's rather than run padded (14 tiles a row in batches of
+        8 computed 16). Others run each row's tiles on their own, so that a rank of a run
+        over several processes, which starts at a tile row, batches every row as one
+        process does: an eager runtime's results can depend on a batch's size."""
+        return bool(getattr(self.predictor, "fixed_batch", False))
+
+
+@dataclass
+class _TileQueue:
+    """Tiles waiting for the network, oldest first, and the tile rows they come from."""
+
+    run: TileRun
+    blender: StripBlender
+    weight: np.ndarray
+    src_tile: int
+    timer: Timer
+    tiles: list[tuple[int, int, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def add_row(self, row: int, tiles: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        self.tiles.extend((row, col, raw, valid) for col, raw, valid in tiles if valid.any())
+
+    def run_batches(self, progress: Progress, everything: bool) -> None:
+        """Run full batches (and with `everything`, the short rest), blending each tile."""
+        size = self.run.batch_size
+        while len(self.tiles) >= size or (everything and self.tiles):
+            progress.check()
+            chunk, self.tiles = self.tiles[:size], self.tiles[size:]
+            batch = np.stack([self.run.normalize(raw) for _, _, raw, _ in chunk])
+            ti = time.perf_counter()
+            probs = self.run.predictor(batch)
+            self.timer.add("inference", time.perf_counter() - ti)
+            probs = resize_probs(probs, self.src_tile)
+            for (row, col, _, valid), p in zip(chunk, probs, strict=True):
+                self.blender.add(p, self.weight, valid, row, col)
+
+    def first_waiting_row(self) -> int | None:
+        return self.tiles[0][0] if self.tiles else None
+
 
 def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: RowSink,
                  progress: Progress, probs_sink: ProbsSink | None = None,
@@ -169,41 +210,26 @@ def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: 
     first, stop = run_rows or (0, len(rows))
     if stop <= first:
         return timer
-    weight = blend_weights(tiling.src_tile, tiling.src_overlap)
     blender = StripBlender(grid.width, grid.height, run.num_classes, writer,
                            rows=tiling.src_tile, nodata_confidence=CONFIDENCE_NODATA,
                            probs_sink=probs_sink, top=rows[first])
+    queue = _TileQueue(run, blender, blend_weights(tiling.src_tile, tiling.src_overlap),
+                       tiling.src_tile, timer)
     read_row = _row_reader(tiling, read_strip)
     with ThreadPoolExecutor(max_workers=1, initializer=io_thread) as reader:
         pending = reader.submit(read_row, rows[first])
         for k in range(first, stop):
             tr = time.perf_counter()
-            tiles = pending.result()
+            queue.add_row(rows[k], pending.result())
             timer.add("read_wait", time.perf_counter() - tr)
             if k + 1 < stop:
                 pending = reader.submit(read_row, rows[k + 1])
-            _predict_row(tiles, rows[k], run, blender, weight, tiling.src_tile, timer, progress)
+            queue.run_batches(progress, everything=k + 1 == stop or not run.carries_tiles)
+            # rows above the first waiting tile, and above the next tile row, are final
+            done = queue.first_waiting_row()
+            until = rows[k + 1] if k + 1 < len(rows) else grid.height
             tw = time.perf_counter()
-            blender.finish_until(rows[k + 1] if k + 1 < len(rows) else grid.height)
+            blender.finish_until(until if done is None else min(done, until))
             timer.add("blend_write", time.perf_counter() - tw)
             progress((k + 1 - first) / (stop - first), f"tile row {k + 1}/{len(rows)}")
     return timer
-
-
-def _predict_row(tiles: list[tuple[int, np.ndarray, np.ndarray]], row: int, run: TileRun,
-                 blender: StripBlender, weight: np.ndarray, src_tile: int, timer: Timer,
-                 progress: Progress) -> None:
-    """Run a tile row's tiles that hold valid pixels through the model, in batches, and
-    blend their probabilities in."""
-    for b in range(0, len(tiles), run.batch_size):
-        progress.check()
-        chunk = [t for t in tiles[b : b + run.batch_size] if t[2].any()]
-        if not chunk:
-            continue
-        batch = np.stack([run.normalize(raw) for _, raw, _ in chunk])
-        ti = time.perf_counter()
-        probs = run.predictor(batch)
-        timer.add("inference", time.perf_counter() - ti)
-        probs = resize_probs(probs, src_tile)
-        for (col, _, valid), p in zip(chunk, probs, strict=True):
-            blender.add(p, weight, valid, row, col)

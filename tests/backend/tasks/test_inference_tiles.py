@@ -104,6 +104,23 @@ def test_the_compiled_network_keeps_the_fp32_map_and_is_compiled_once(trained):
     assert np.array_equal(again, compiled)
 
 
+def test_the_compiled_network_gets_the_same_map_with_batches_across_tile_rows(trained,
+                                                                             monkeypatch):
+    """Its short batches would be padded, so a row's last tiles wait for the next row's:
+    the same tiles, blended in the same order, as one row at a time."""
+    from gfm_backend.tasks.tiling import TileRun
+
+    carried, report = _run(trained, "carried", runtime="torch-compiled")
+    monkeypatch.setattr(TileRun, "carries_tiles", property(lambda self: False))
+    by_row, _ = _run(trained, "by-row", runtime="torch-compiled")
+    assert report["tiles"] == 16  # 4 rows of 4 tiles: each batch of 8 spans two rows
+    assert np.array_equal(carried, by_row)
+    for name in ("carried", "by-row"):
+        with rasterio.open(trained["root"] / name / "confidence.tif") as ds:
+            trained[name] = ds.read(1)
+    assert np.array_equal(trained["carried"], trained["by-row"])
+
+
 def test_the_compiled_network_pads_short_batches_splits_long_ones_and_checks_shapes(trained):
     from gfm_backend.runtime import make_predictor
 
