@@ -5,6 +5,10 @@ the compiler's memory and failures stay out of the job's process."""
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -41,6 +45,16 @@ def compile_network(model_dir: Path, tile: int, batch: int, bf16: bool, out: Pat
         return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(out)))
 
 
+def die_with_parent(parent: int) -> None:
+    """A job killed outright (the service's cancel grace, a SIGKILL) takes its compile
+    with it, rather than leaving it to finish into a file nobody renames (Linux)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("model", type=Path)
@@ -48,7 +62,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--parent", type=int, help="the job's process id")
     a = p.parse_args()
+    if a.parent:
+        die_with_parent(a.parent)
     compile_network(a.model, a.tile, a.batch, a.bf16, a.out)
 
 

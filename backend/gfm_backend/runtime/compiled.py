@@ -89,6 +89,7 @@ def compiled_network(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
         if path.is_file():
             os.utime(path)  # recently used
             return path, 0.0
+        _clear_partials(path)
         t0 = time.perf_counter()
         with atomic_path(path, suffix=".pt2", exists=False) as tmp:
             _compile_in_child(model_dir, spec, batch, bf16, tmp, path.with_suffix(".log"),
@@ -105,7 +106,8 @@ def _compile_in_child(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool, 
     stays beside the cache entry when it fails."""
     _check_compiler()
     command = [sys.executable, "-m", "gfm_backend.runtime.compile_network", str(model_dir),
-               "--tile", str(spec.tile_size), "--batch", str(batch), "--out", str(out)]
+               "--tile", str(spec.tile_size), "--batch", str(batch), "--out", str(out),
+               "--parent", str(os.getpid())]
     env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": str(cache_dir() / "inductor")}
     with open(log_path, "wb") as log:
         child = subprocess.Popen(command + (["--bf16"] if bf16 else []), stdout=log,
@@ -136,6 +138,12 @@ def _check_compiler() -> None:
     if not any(shutil.which(name) for name in names):
         raise GfmError("--runtime torch-compiled needs a C++ compiler (g++ or clang++; on "
                        "Debian/Ubuntu: apt install g++), or use --runtime torch-bf16")
+
+
+def _clear_partials(path: Path) -> None:
+    """A killed job's half-written `path`: removed by the next compile, which holds the lock."""
+    for stale in path.parent.glob(f".{path.name}.*.partial.pt2"):
+        stale.unlink(missing_ok=True)
 
 
 def _prune(folder: Path, keep: Path) -> None:

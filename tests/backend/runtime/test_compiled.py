@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from gfm_backend.atomic import atomic_path
 from gfm_backend.errors import Cancelled, GfmError
 from gfm_backend.models import CONFIGS, build_encoder
 from gfm_backend.models.network import build_network, save_network
@@ -103,3 +106,53 @@ def test_no_compiler_is_named_before_anything_runs(package, tmp_path, monkeypatc
     with pytest.raises(GfmError, match="needs a C\\+\\+ compiler"):
         compiled_network(package, read_spec(package), 8, True)
     _no_compile_left(cache_dir())
+
+
+def test_a_killed_job_takes_its_compile_with_it(package,
+                                                  tmp_path):
+    env = os.environ | {"GFM_CACHE_DIR": str(tmp_path)}
+    code = ("import sys; from pathlib import Path; from gfm_backend.package import read_spec; "
+            "from gfm_backend.runtime.compiled import compiled_network; "
+            "p = Path(sys.argv[1]); compiled_network(p, read_spec(p), 8, True)")
+    job = subprocess.Popen([sys.executable, "-c", code, str(package)], env=env)
+    try:
+        child = _wait_for_compile(job.pid)
+        job.kill()  # as the service does to a job that ignores its cancel
+        job.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child)
+    finally:
+        job.kill()
+
+
+def test_the_next_compile_clears_what_a_killed_one_half_wrote(tmp_path):
+    entry = tmp_path / "gfm-00ff.pt2"
+    with atomic_path(entry, suffix=".pt2", exists=False) as tmp:  # the name a compile writes
+        stale = tmp
+        stale.write_bytes(b"half")
+        other = tmp_path / ".gfm-11ee.pt2.abc.partial.pt2"  # another key's, maybe in progress
+        other.write_bytes(b"half")
+        compiled._clear_partials(entry)
+        assert not stale.exists() and other.exists()
+        stale.write_bytes(b"whole")  # the block ends as a finished compile's does
+
+
+def _wait_for_compile(parent: int) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ps = subprocess.run(["pgrep", "-P", str(parent), "-f", "compile_network"],
+                            capture_output=True, text=True)
+        if ps.stdout.strip():
+            return int(ps.stdout.split()[0])
+        time.sleep(0.2)
+    raise AssertionError("the compile never started")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

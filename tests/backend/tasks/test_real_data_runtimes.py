@@ -1,7 +1,8 @@
 """The faster ways to classify keep the map on held-out real imagery: a model fine-tuned on
-the first New Brunswick crop classifies the second with bf16 and int8 as fp32 does (98.5 %
-of pixels, each class's IoU against the BakerLake polygons within a point), and 576 px
-tiles, measured worse here, are not what a package runs by default. Skipped where GFM_REAL_DATA is not set."""
+the first New Brunswick crop classifies the second with bf16 (eager or compiled) and int8
+as fp32 does (98.5 % of pixels, each class's IoU against the BakerLake polygons within a
+point), and 576 px tiles, measured worse here, are not what a package runs by default.
+Skipped where GFM_REAL_DATA is not set."""
 
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def _classify(nb, name: str, **options) -> tuple[np.ndarray, dict]:
     return classes, score_map(classes, nb["truth"], nb["names"])
 
 
-@pytest.mark.parametrize("runtime", ["torch-bf16", "onnx-int8"])
-def test_bf16_and_int8_keep_the_fp32_map_on_held_out_imagery(nb_model, runtime):
+@pytest.mark.parametrize("runtime", ["torch-bf16", "torch-compiled", "onnx-int8"])
+def test_bf16_compiled_and_int8_keep_the_fp32_map_on_held_out_imagery(nb_model, runtime):
     fp32, fp32_scores = _classify(nb_model, "fp32")
     other, scores = _classify(nb_model, runtime, runtime=runtime)
     assert (other == fp32).mean() >= 0.985
