@@ -75,7 +75,12 @@ def compiled_network(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
 
     progress = progress or silent()
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GfmError(f"cannot keep compiled networks in {folder} ({exc}): set "
+                       f"{CACHE_DIR_ENV} to a folder you can write, or use --runtime "
+                       "torch-bf16") from exc
     key = compiled_key(model_dir, spec, batch, bf16)
     path = folder / f"gfm-{key}.pt2"
     lock = filelock.FileLock(str(folder / f"gfm-{key}.lock"))

@@ -70,6 +70,15 @@ def test_the_cache_keeps_the_most_recently_used_and_only_its_own_files(tmp_path,
                           + [e.name for e in entries[-compiled.CACHE_ENTRIES:]])
 
 
+def test_a_cache_folder_that_cannot_be_made_is_named(package, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GFM_CACHE_DIR", str(blocker))
+    with pytest.raises(GfmError, match="cannot keep compiled networks in .*a-file.*GFM_CACHE_DIR"):
+        compiled_network(package, read_spec(package), 8, True)
+    assert blocker.read_text() == "not a folder"
+
+
 def _no_compile_left(folder) -> None:
     assert not list(folder.glob("*.pt2")) and not list(folder.glob(".*partial*"))
     ps = subprocess.run(["pgrep", "-f", "gfm_backend.runtime.compile_network"],

@@ -102,14 +102,17 @@ def test_changes_are_found_where_nobody_drew_and_a_light_shift_is_no_change(pair
     assert 'value="0" color="#d9d9d9" label="no change" alpha="0"' in (out / "change.qml").read_text()
 
 
-def test_torch_and_onnx_runtime_agree(pair, model, tmp_path):
-    maps = []
-    for runtime in ("torch", "onnx"):
-        detect_change(DetectChangeParams(pair["before"], pair["after"], model=model[0],
-                                         out=tmp_path / runtime, runtime=runtime, device="cpu"))
+def test_torch_onnx_and_the_compiled_network_agree(pair, model, tmp_path):
+    maps = {}
+    for runtime in ("torch", "onnx", "torch-compiled"):  # compiled: both dates, bf16
+        report = detect_change(DetectChangeParams(pair["before"], pair["after"], model=model[0],
+                                                  out=tmp_path / runtime, runtime=runtime,
+                                                  device="cpu"))
         with rasterio.open(tmp_path / runtime / "change.tif") as ds:
-            maps.append(ds.read(1))
-    assert (maps[0] == maps[1]).mean() >= 0.99
+            maps[runtime] = ds.read(1)
+    assert "AOTInductor" in report["predictor"]
+    assert (maps["torch"] == maps["onnx"]).mean() >= 0.99
+    assert (maps["torch"] == maps["torch-compiled"]).mean() >= 0.985
 
 
 def _warp(src_path, dst_path, crs: str, resolution: float, crop: float = 0.0) -> None:
