@@ -16,14 +16,17 @@ it), and kept in the user's cache. The compiled batch is static (a dynamic batch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,13 +35,15 @@ import numpy as np
 import platformdirs
 
 from ..atomic import atomic_path
-from ..errors import Cancelled, GfmError
+from ..errors import GfmError
 from ..package import ModelSpec
 from ..progress import Progress, silent
 
 CACHE_DIR_ENV = "GFM_CACHE_DIR"
 CACHE_ENTRIES = 6  # compiled networks kept (base: 200 MB each); the least recently used go
-NETWORK_SOURCES = ("network.py", "swin.py", "heads.py", "change.py")  # what gets compiled
+# what gets compiled: the network's code, and how it is exported and compiled
+NETWORK_SOURCES = ("models/network.py", "models/swin.py", "models/heads.py",
+                   "models/change.py", "runtime/compile_network.py")
 POLL_S = 0.25
 
 
@@ -50,7 +55,8 @@ def cache_dir() -> Path:
 
 def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool) -> str:
     """Changes with anything the compiled library depends on: the weights, the network's
-    code and shape, the tile and batch, bf16, the CPU's instruction set and torch."""
+    code and shape, the tile and batch, bf16, this CPU and torch. Not with what the
+    network never sees (class names, tile overlap, input scaling)."""
     import timm
     import torch
 
@@ -58,13 +64,28 @@ def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool) -> st
     with open(Path(model_dir) / "model.safetensors", "rb") as f:
         while chunk := f.read(1 << 23):
             digest.update(chunk)
-    models = Path(__file__).resolve().parent.parent / "models"
+    package = Path(__file__).resolve().parent.parent
     for name in NETWORK_SOURCES:
-        digest.update((models / name).read_bytes())
-    digest.update(json.dumps([spec.to_json(), spec.tile_size, batch, bf16, torch.__version__,
-                              timm.__version__, torch.backends.cpu.get_cpu_capability(),
-                              platform.machine()], sort_keys=True).encode())
+        digest.update((package / name).read_bytes())
+    network = [spec.task, spec.encoder, spec.head, spec.num_classes, len(spec.bands) * spec.inputs,
+               spec.tile_size, batch, bf16]
+    digest.update(json.dumps([network, torch.__version__, timm.__version__, _cpu_signature()],
+                             sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def _cpu_signature() -> list[str]:
+    """Inductor compiles for this very CPU (-march=native): a cache in a home folder shared
+    between machines must not hand one CPU's library to another (illegal instruction)."""
+    import torch
+
+    flags = ""
+    with contextlib.suppress(OSError):  # Linux: the first core's model and instruction sets
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+        flags = "|".join(line.split(":", 1)[1].strip() for line in info.splitlines()
+                         if line.startswith(("model name", "flags")))[:8192]
+    return [platform.machine(), platform.processor(), torch.backends.cpu.get_cpu_capability(),
+            hashlib.sha1(flags.encode()).hexdigest()]
 
 
 def compiled_network(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
@@ -88,8 +109,8 @@ def compiled_network(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
         try:
             lock.acquire(timeout=POLL_S)
             break
-        except filelock.Timeout:
-            progress.check()  # another job is compiling it: wait, cancellably
+        except filelock.Timeout:  # another job is compiling it: wait, cancellably
+            progress(0.0, "waiting for another job compiling this network for this CPU")
     try:
         if path.is_file():
             os.utime(path)  # recently used
@@ -113,26 +134,35 @@ def _compile_in_child(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool, 
     command = [sys.executable, "-m", "gfm_backend.runtime.compile_network", str(model_dir),
                "--tile", str(spec.tile_size), "--batch", str(batch), "--out", str(out),
                "--parent", str(os.getpid())]
-    env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": str(cache_dir() / "inductor")}
-    with open(log_path, "wb") as log:
+    # inductor's own scratch files (kernels, the frozen weights again) go with the compile
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".inductor-") as scratch, \
+            open(log_path, "wb") as log:
         child = subprocess.Popen(command + (["--bf16"] if bf16 else []), stdout=log,
-                                 stderr=subprocess.STDOUT, env=env)
-        t0 = time.monotonic()
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 env=os.environ | {"TORCHINDUCTOR_CACHE_DIR": scratch})
         try:
-            while child.poll() is None:
-                progress(0.0, f"compiling the network for this CPU, {time.monotonic() - t0:.0f} s "
-                         "(once per model, tile and batch size; about 1-2 minutes)")
-                time.sleep(POLL_S)
-        except Cancelled:
-            child.kill()
+            _wait_for(child, progress)
+        except BaseException:  # a cancel, or anything else: the compiler and its workers go
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
             child.wait()
             log_path.unlink(missing_ok=True)
             raise
     if child.returncode != 0:
         lines = log_path.read_text(errors="replace").strip().splitlines() or ["no output"]
+        last = (f"killed by signal {-child.returncode} (out of memory?)"
+                if child.returncode < 0 else lines[-1])
         raise GfmError("compiling the network for --runtime torch-compiled failed (use "
-                       f"--runtime torch-bf16 instead): {lines[-1]} (the whole log: {log_path})")
+                       f"--runtime torch-bf16 instead): {last} (the whole log: {log_path})")
     log_path.unlink(missing_ok=True)
+
+
+def _wait_for(child: subprocess.Popen, progress: Progress) -> None:
+    t0 = time.monotonic()
+    while child.poll() is None:
+        progress(0.0, f"compiling the network for this CPU, {time.monotonic() - t0:.0f} s "
+                 "(once per model, tile and batch size; about 1-2 minutes)")
+        time.sleep(POLL_S)
 
 
 def _check_compiler() -> None:
@@ -152,11 +182,25 @@ def _clear_partials(path: Path) -> None:
 
 
 def _prune(folder: Path, keep: Path) -> None:
-    """Keep the CACHE_ENTRIES most recently used compiled networks (ours only)."""
-    entries = sorted(folder.glob("gfm-*.pt2"), key=lambda p: p.stat().st_mtime, reverse=True)
+    """Keep the CACHE_ENTRIES most recently used compiled networks (ours only). An entry
+    whose lock another process holds (finding or loading it) is left for next time."""
+    import filelock
+
+    def used(entry: Path) -> float:
+        try:
+            return entry.stat().st_mtime
+        except OSError:  # pruned by another process a moment ago
+            return 0.0
+
+    entries = sorted(folder.glob("gfm-*.pt2"), key=used, reverse=True)
     for old in entries[CACHE_ENTRIES:]:
-        if old != keep:  # its lock file stays: another process may hold it this moment
-            old.unlink(missing_ok=True)
+        if old == keep:
+            continue
+        try:
+            with filelock.FileLock(str(old.with_suffix(".lock")), timeout=0):
+                old.unlink(missing_ok=True)
+        except (filelock.Timeout, OSError):
+            continue
 
 
 class CompiledPredictor:
@@ -172,7 +216,12 @@ class CompiledPredictor:
         # machine has no CUDA: true, and nothing the user need act on
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self.torch = torch
-        self.runner: Any = torch._inductor.aoti_load_package(str(path))
+        try:
+            self.runner: Any = torch._inductor.aoti_load_package(str(path))
+        except Exception as exc:  # torch raises RuntimeError and its own kinds
+            path.unlink(missing_ok=True)  # ours, in the cache: the next job compiles it anew
+            raise GfmError(f"the compiled network {path} could not be loaded ({exc}); it was "
+                           "removed from the cache, so the next run compiles it again") from exc
         self.batch = batch
         self.fixed_batch = True  # the streaming loop fills batches across tile rows
         self.tile_shape = tile_shape  # (channels, height, width)

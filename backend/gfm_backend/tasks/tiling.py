@@ -182,7 +182,8 @@ class _TileQueue:
         self.tiles.extend((row, col, raw, valid) for col, raw, valid in tiles if valid.any())
 
     def run_batches(self, progress: Progress, everything: bool) -> None:
-        """Run full batches (and with `everything`, the short rest), blending each tile."""
+        """Run full batches (and with `everything`, the short rest), blending each tile as
+        its batch returns, in the order the tiles came."""
         size = self.run.batch_size
         while len(self.tiles) >= size or (everything and self.tiles):
             progress.check()
@@ -196,7 +197,15 @@ class _TileQueue:
                 self.blender.add(p, self.weight, valid, row, col)
 
     def first_waiting_row(self) -> int | None:
+        """The top of the highest tile still waiting: rows above it are final."""
         return self.tiles[0][0] if self.tiles else None
+
+    def may_wait(self, row: int) -> bool:
+        """Only the current tile row's tiles wait for the next row: the blending band then
+        spans at most two tile rows, whatever lies between valid areas (rows of nodata, a
+        thin diagonal strip, a batch larger than a row)."""
+        first = self.first_waiting_row()
+        return first is None or first >= row
 
 
 def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: RowSink,
@@ -225,6 +234,8 @@ def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: 
             if k + 1 < stop:
                 pending = reader.submit(read_row, rows[k + 1])
             queue.run_batches(progress, everything=k + 1 == stop or not run.carries_tiles)
+            if not queue.may_wait(rows[k]):
+                queue.run_batches(progress, everything=True)
             # rows above the first waiting tile, and above the next tile row, are final
             done = queue.first_waiting_row()
             until = rows[k + 1] if k + 1 < len(rows) else grid.height
