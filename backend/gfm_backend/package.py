@@ -164,6 +164,11 @@ class ModelSpec:
         """Images the network takes: two dates for change detection, else one."""
         return 2 if self.task == CHANGE_TASK else 1
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of the network's one input tensor: each date's bands, one after another."""
+        return len(self.bands) * self.inputs
+
     def input_scaling(self) -> tuple[list[float], list[float]]:
         """(offset, scale) per input channel: BEFORE's bands, then AFTER's for a pair."""
         if self.inputs == 1:

@@ -42,7 +42,7 @@ def compile_network(model_dir: Path, tile: int, batch: int, bf16: bool, out: Pat
     if net.encoder.config.img_size != spec.tile_size:
         net.encoder.set_input_size(spec.tile_size)
     module = _Autocast(net) if bf16 else net
-    example = torch.zeros(batch, len(spec.bands) * spec.inputs, tile, tile)
+    example = torch.zeros(batch, spec.input_channels, tile, tile)
     inductor.freezing = True  # weights become constants, pre-packed for oneDNN
     with torch.inference_mode():
         program = torch.export.export(module.eval(), (example,))

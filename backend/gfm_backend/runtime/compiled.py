@@ -61,13 +61,15 @@ def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool) -> st
     import torch
 
     digest = hashlib.blake2b(digest_size=16)
-    with open(Path(model_dir) / "model.safetensors", "rb") as f:
+    from ..models.network import WEIGHTS_FILE
+
+    with open(Path(model_dir) / WEIGHTS_FILE, "rb") as f:
         while chunk := f.read(1 << 23):
             digest.update(chunk)
     package = Path(__file__).resolve().parent.parent
     for name in NETWORK_SOURCES:
         digest.update((package / name).read_bytes())
-    network = [spec.task, spec.encoder, spec.head, spec.num_classes, len(spec.bands) * spec.inputs,
+    network = [spec.task, spec.encoder, spec.head, spec.num_classes, spec.input_channels,
                spec.tile_size, batch, bf16]
     digest.update(json.dumps([network, torch.__version__, timm.__version__, _cpu_signature()],
                              sort_keys=True).encode())

@@ -123,13 +123,14 @@ def _compiled_predictor(model_dir: Path, spec: ModelSpec, batch_size: int,
     would be slower than fp32)."""
     import torch
 
+    from ..models.network import WEIGHTS_FILE
     from .compiled import CompiledPredictor, compiled_network
 
-    if not (Path(model_dir) / "model.safetensors").is_file():
-        raise InputError(model_dir, "model package has no model.safetensors")
+    if not (Path(model_dir) / WEIGHTS_FILE).is_file():  # its weights are what is compiled
+        raise InputError(model_dir, f"model package has no {WEIGHTS_FILE}")
     bf16 = native_bf16(torch.device("cpu"))
     path, seconds = compiled_network(Path(model_dir), spec, batch_size, bf16, progress)
     when = f"compiled in {seconds:.0f} s" if seconds else "compiled earlier, from the cache"
-    shape = (len(spec.bands) * spec.inputs, spec.tile_size, spec.tile_size)
+    shape = (spec.input_channels, spec.tile_size, spec.tile_size)
     return CompiledPredictor(path, batch_size, shape, f"torch on CPU ({'bf16' if bf16 else 'fp32'}, "
                              f"AOTInductor, {when})")

@@ -44,7 +44,7 @@ def _model_only(model_dir: Path, runtime: str, device: str, tiles: int, batch: i
     spec = read_spec(model_dir).for_inference()
     predictor = make_predictor(model_dir, spec, runtime, device, batch)
     x = np.random.default_rng(0).standard_normal(  # a change model: both dates' channels
-        (batch, len(spec.bands) * spec.inputs, spec.tile_size, spec.tile_size)).astype(np.float32)
+        (batch, spec.input_channels, spec.tile_size, spec.tile_size)).astype(np.float32)
     predictor(x)
     t0 = time.perf_counter()
     done = 0

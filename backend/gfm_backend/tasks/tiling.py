@@ -233,9 +233,9 @@ def stream_tiles(tiling: Tiling, read_strip: StripReader, run: TileRun, writer: 
             timer.add("read_wait", time.perf_counter() - tr)
             if k + 1 < stop:
                 pending = reader.submit(read_row, rows[k + 1])
-            queue.run_batches(progress, everything=k + 1 == stop or not run.carries_tiles)
-            if not queue.may_wait(rows[k]):
-                queue.run_batches(progress, everything=True)
+            queue.run_batches(progress, everything=False)
+            if k + 1 == stop or not run.carries_tiles or not queue.may_wait(rows[k]):
+                queue.run_batches(progress, everything=True)  # the short rest, padded if need be
             # rows above the first waiting tile, and above the next tile row, are final
             done = queue.first_waiting_row()
             until = rows[k + 1] if k + 1 < len(rows) else grid.height
