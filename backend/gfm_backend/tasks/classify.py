@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -151,8 +152,12 @@ def finish_rasters(stage: Path, classes_tif: str, classes: list[ClassInfo],
                    see_through: frozenset[int] = frozenset()) -> float:
     """Class and confidence rasters as COGs with class names and QGIS styles; seconds taken."""
     tc = time.perf_counter()
-    to_cog(stage / classes_tif, "mode")
-    to_cog(stage / CONFIDENCE_TIF, "average")
+    # the two at once: each conversion's reading and overviews run on one core
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = [pool.submit(to_cog, stage / classes_tif, "mode"),
+                pool.submit(to_cog, stage / CONFIDENCE_TIF, "average")]
+        for job in jobs:
+            job.result()
     write_category_names(stage / classes_tif, classes)
     write_raster_qml(stage / Path(classes_tif).with_suffix(".qml").name, classes,
                      see_through=see_through)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gfm_backend.data.raster import tile_starts
-from gfm_backend.tasks.blending import StripBlender, blend_weights
+from gfm_backend.tasks.blending import CONFIDENCE_STEPS, StripBlender, blend_weights, resolve_probs
 
 
 def test_tile_starts_cover_and_end_at_edge():
@@ -53,3 +53,18 @@ def test_strips_cover_every_row_once_and_blend_exactly():
     assert (out[:5] == 255).all() and (conf[:5] == -1).all()
     np.testing.assert_array_equal(out[5:], truth[5:])
     np.testing.assert_allclose(conf[5:], 1.0, rtol=1e-5)
+
+
+def test_confidence_is_the_winning_probability_to_a_thousandth():
+    """Rounded to 1/1024 so the confidence raster compresses; classes are decided first."""
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=(64, 64)).transpose(2, 0, 1).astype(np.float32)
+    probs[:, 0, 0] = [0.5000001, 0.4999999, 0, 0]  # a near tie keeps its winner
+    valid = np.ones((64, 64), dtype=bool)
+    valid[-1] = False
+    classes, confidence = resolve_probs(probs, valid)
+    np.testing.assert_array_equal(classes[:-1], probs.argmax(axis=0)[:-1])
+    assert classes[0, 0] == 0 and (classes[-1] == 255).all() and (confidence[-1] == -1).all()
+    steps = confidence[:-1] * CONFIDENCE_STEPS
+    np.testing.assert_array_equal(steps, np.rint(steps))  # exact steps, no float noise
+    assert np.abs(confidence[:-1] - probs.max(axis=0)[:-1]).max() <= 0.5 / CONFIDENCE_STEPS
