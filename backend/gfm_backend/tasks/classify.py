@@ -45,6 +45,7 @@ from ..outputs import CLASSIFY, staged_output
 from ..package import ClassInfo, ModelSpec, read_spec
 from ..progress import Progress, silent
 from ..runtime import Predictor, make_predictor
+from .blending import round_confidence
 from .params import ClassifyParams
 from .tiling import (
     CONFIDENCE_NODATA,
@@ -283,7 +284,7 @@ def _classify_scenes(ds: rasterio.DatasetReader, spec: ModelSpec, predictor: Pre
         out.write_colormap(1, colormap(spec.classes))
     with rasterio.open(stage / CONFIDENCE_TIF, "w",
                        **output_profile(grid, "float32", CONFIDENCE_NODATA)) as out:
-        out.write(scores, 1)
+        out.write(round_confidence(scores), 1)
     if not params.no_polygons:
         report["polygon_count"] = write_tile_grid(
             stage / POLYGONS_GPKG, classes, scores, transform, ds.crs, spec.classes

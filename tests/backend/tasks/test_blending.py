@@ -59,12 +59,12 @@ def test_confidence_is_the_winning_probability_to_a_thousandth():
     """Rounded to 1/1024 so the confidence raster compresses; classes are decided first."""
     rng = np.random.default_rng(3)
     probs = rng.dirichlet(np.ones(4), size=(64, 64)).transpose(2, 0, 1).astype(np.float32)
-    probs[:, 0, 0] = [0.5000001, 0.4999999, 0, 0]  # a near tie keeps its winner
+    probs[:, 0, 0] = [0.4999999, 0.5000001, 0, 0]  # rounded first, class 0 would win
     valid = np.ones((64, 64), dtype=bool)
     valid[-1] = False
     classes, confidence = resolve_probs(probs, valid)
     np.testing.assert_array_equal(classes[:-1], probs.argmax(axis=0)[:-1])
-    assert classes[0, 0] == 0 and (classes[-1] == 255).all() and (confidence[-1] == -1).all()
+    assert classes[0, 0] == 1 and (classes[-1] == 255).all() and (confidence[-1] == -1).all()
     steps = confidence[:-1] * CONFIDENCE_STEPS
     np.testing.assert_array_equal(steps, np.rint(steps))  # exact steps, no float noise
     assert np.abs(confidence[:-1] - probs.max(axis=0)[:-1]).max() <= 0.5 / CONFIDENCE_STEPS

@@ -14,6 +14,7 @@ from rasterio.transform import from_origin
 
 from gfm_backend.errors import Cancelled, InputError
 from gfm_backend.progress import Progress
+from gfm_backend.tasks.blending import CONFIDENCE_STEPS
 from gfm_backend.tasks.classify import ClassifyParams, classify
 
 
@@ -45,7 +46,8 @@ def test_outputs_keep_georeferencing(classified, scene_files):
     assert set(np.unique(classes)) <= set(range(len(names)))
     assert cmap[0][:3] == tuple(int(report["classes"][0]["color"][i : i + 2], 16) for i in (1, 3, 5))
     assert c.min() >= 0.0 and c.max() <= 1.0 + 1e-6
-    np.testing.assert_array_equal(c * 1024, np.rint(c * 1024))  # to 1/1024, as documented
+    steps = c * CONFIDENCE_STEPS
+    np.testing.assert_array_equal(steps, np.rint(steps))  # as documented
     assert (out / "classes.qml").exists() and (out / "classes.tif.aux.xml").exists()
     saved = json.loads((out / "report.json").read_text())
     assert saved["class_pixels"] == report["class_pixels"]
