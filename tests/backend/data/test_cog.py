@@ -32,6 +32,7 @@ def test_classes_get_mode_overviews_and_keep_their_palette(tmp_path):
         assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert ds.overviews(1) == [2, 4] and ds.crs == "EPSG:32633" and ds.transform == TRANSFORM
         assert ds.nodata == 255 and ds.colormap(1)[1] == (0, 0, 255, 255)
+        assert ds.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"  # horizontal differences
         assert (ds.read(1) == classes).all()
         small = ds.read(1, out_shape=(256, 256))
     assert set(np.unique(small)) == {0, 1}
@@ -45,4 +46,6 @@ def test_scores_get_average_overviews(tmp_path):
     to_cog(path, "average")
     with rasterio.open(path) as ds:
         assert ds.overviews(1) == [2, 4]
+        assert ds.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "3"  # floating point
+        assert (ds.read(1) == scores).all()
         assert np.allclose(ds.read(1, out_shape=(512, 512)), 0.5)
