@@ -167,12 +167,18 @@ def _wait_for(child: subprocess.Popen, progress: Progress) -> None:
         time.sleep(POLL_S)
 
 
+def has_compiler() -> bool:
+    """Whether a C++ compiler AOTInductor can use is installed (on Windows: assumed, as
+    MSVC's cl.exe is found through its own environment)."""
+    if sys.platform == "win32":
+        return True
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return any(shutil.which(name) for name in names)
+
+
 def _check_compiler() -> None:
     """AOTInductor builds C++; say so plainly where no compiler is installed."""
-    if sys.platform == "win32":
-        return  # MSVC's cl.exe is found through its own environment
-    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
-    if not any(shutil.which(name) for name in names):
+    if not has_compiler():
         raise GfmError("--runtime torch-compiled needs a C++ compiler (g++ or clang++; on "
                        "Debian/Ubuntu: apt install g++), or use --runtime torch-bf16")
 

@@ -23,6 +23,7 @@ from .threads import onnx_session_options
 if TYPE_CHECKING:
     import torch
 
+AUTO = "auto"  # the fastest runtime that keeps the map here (`choose.py`)
 RUNTIMES = ("torch", "torch-bf16", "torch-compiled", "onnx", "onnx-int8")
 TORCH_RUNTIMES = ("torch", "torch-bf16", "torch-compiled")
 ONNX_FILE = "model.onnx"
@@ -87,9 +88,17 @@ class OnnxPredictor:
 
 def make_predictor(model_dir: Path, spec: ModelSpec, runtime: str = "torch",
                    device: str = "auto", batch_size: int = 8,
-                   progress: Progress | None = None) -> Predictor:
+                   progress: Progress | None = None, pixels: int | None = None) -> Predictor:
     """Open the model package on the asked runtime and device (`batch_size` and `progress`:
-    for torch-compiled, which compiles for that batch on its first use)."""
+    for torch-compiled, which compiles for that batch on its first use). `auto` picks one
+    for this machine and the raster's `pixels` (`choose.py`) and says which and why."""
+    if runtime == AUTO:
+        from .choose import choose_runtime
+
+        chosen, why = choose_runtime(model_dir, spec, device, pixels)
+        predictor = make_predictor(model_dir, spec, chosen, device, batch_size, progress)
+        predictor.description += f"; --runtime auto chose {chosen}: {why}"
+        return predictor
     if runtime in TORCH_RUNTIMES:
         torch_device = resolve_device(device)
         if runtime == "torch-compiled" and torch_device.type == "cpu":

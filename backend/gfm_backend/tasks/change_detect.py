@@ -61,7 +61,8 @@ def detect_change(params: DetectChangeParams, progress: Progress | None = None) 
         check_bands(pair.before, spec, params.before)
         t_load = time.perf_counter()
         predictor = make_predictor(params.model, spec, params.runtime, params.device,
-                                   params.batch_size, progress)
+                                   params.batch_size, progress,
+                                   pixels=int(pair.window.width * pair.window.height))
         load_s = time.perf_counter() - t_load
         log.info("detecting changes %s -> %s with %s", params.before, params.after,
                  predictor.description)

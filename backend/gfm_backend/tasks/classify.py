@@ -101,7 +101,7 @@ def classify(params: ClassifyParams, progress: Progress | None = None) -> dict[s
         check_bands(ds, spec, params.raster)
         t_load = time.perf_counter()
         predictor = make_predictor(params.model, spec, params.runtime, params.device,
-                                   params.batch_size, progress)
+                                   params.batch_size, progress, pixels=ds.width * ds.height)
         load_s = time.perf_counter() - t_load
         log.info("classifying %s with %s", params.raster, predictor.description)
         if spec.task == "segmentation":

@@ -251,7 +251,7 @@ def _ranked(ctx: Any, params: ClassifyParams, spec: ModelSpec, stage: Path,
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), open_raster(params.raster) as ds:
         check_bands(ds, spec, params.raster)
         predictor = make_predictor(params.model, spec, params.runtime, str(ctx.device),
-                                   params.batch_size, progress)
+                                   params.batch_size, progress, pixels=ds.width * ds.height)
         report = base_report(ds, spec, predictor, params)
         tiling = tiling_for(ds, spec, report, params.raster)
         shares = [row_share(tiling, r, ctx.world) for r in range(ctx.world)]

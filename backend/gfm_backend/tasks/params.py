@@ -37,8 +37,11 @@ from ..parameters import (
 ModelRef = Annotated[Path, Kind("model"), Field(
     description="model package folder, or a name GET /models lists")]
 OutFolder = Annotated[Path, Kind("out_dir"), Field(description="output folder", title="Output folder")]
-Runtime = Annotated[Literal["torch", "torch-bf16", "torch-compiled", "onnx", "onnx-int8"], Field(
-    description="torch, torch-bf16 (bf16 on a CPU as well as on CUDA: about 3x faster on "
+Runtime = Annotated[Literal["auto", "torch", "torch-bf16", "torch-compiled", "onnx", "onnx-int8"], Field(
+    description="auto (the fastest that keeps the map here: torch-bf16 where the CPU has "
+    "native bf16, torch-compiled once that network is compiled or for rasters of 100 "
+    "megapixels and more, onnx-int8 on other CPUs when the package has it, else torch), "
+    "torch, torch-bf16 (bf16 on a CPU as well as on CUDA: about 3x faster on "
     "CPUs with AMX, such as Intel Xeon 4th generation and later), torch-compiled (that "
     "network compiled for this CPU, once per model, tile and batch size, about 1-2 "
     "minutes, then cached; needs a C++ compiler), onnx (ONNX Runtime), or "
@@ -72,7 +75,7 @@ class ClassifyParams(JobParams):
         description="raster to classify")
     model: ModelRef
     out: OutFolder
-    runtime: Runtime = "torch"
+    runtime: Runtime = "auto"
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     batch_size: BatchSize = 8
     tile_size: InferTile = None
@@ -93,7 +96,7 @@ class DetectChangeParams(JobParams):
     model: ModelRef
     out: OutFolder
     after_bands: AfterBands = None
-    runtime: Runtime = "torch"
+    runtime: Runtime = "auto"
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     batch_size: BatchSize = 8
     tile_size: InferTile = None
@@ -118,7 +121,7 @@ class SuggestParams(JobParams):
         "model was trained on, when that file is still there)")
     cell: StrictInt | None = Field(None, ge=16, le=8192, description="side of a suggested "
                                    "square in raster px (default: half the model's tile)")
-    runtime: Runtime = "torch"
+    runtime: Runtime = "auto"
     device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
     batch_size: BatchSize = 8
     overwrite: StrictBool = Field(False, description="replace an existing file at out")

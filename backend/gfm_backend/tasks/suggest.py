@@ -63,7 +63,7 @@ def suggest(params: SuggestParams, progress: Progress | None = None) -> dict[str
         tiling = tiling_for(ds, spec, report, params.raster)
         cell = params.cell or max(tiling.src_tile // 2, 8)
         predictor = make_predictor(params.model, spec, params.runtime, params.device,
-                                   params.batch_size, progress)
+                                   params.batch_size, progress, pixels=ds.width * ds.height)
         stats = CellStats(ds.width, ds.height, cell, spec.num_classes)
         run = TileRun(predictor, Normalizer.from_spec(spec), spec.num_classes, params.batch_size)
         stream_tiles(tiling, lambda win: read_window(ds, spec.bands, win), run,

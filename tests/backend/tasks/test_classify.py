@@ -54,6 +54,11 @@ def test_outputs_keep_georeferencing(classified, scene_files):
     assert sum(saved["class_pixels"].values()) == 256 * 256
 
 
+def test_the_default_runtime_is_chosen_for_the_machine(classified):
+    _, report = classified
+    assert report["runtime"] == "auto" and "; --runtime auto chose " in report["predictor"]
+
+
 def test_polygons_fields_and_crs(classified, scene_files):
     out, report = classified
     info = pyogrio.read_info(out / "polygons.gpkg")

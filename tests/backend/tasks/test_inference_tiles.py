@@ -83,7 +83,7 @@ def test_int8_keeps_the_fp32_map(trained):
 
 
 def test_bf16_keeps_the_fp32_map(trained):
-    fp32, fp32_report = _run(trained, "fp32")
+    fp32, fp32_report = _run(trained, "fp32", runtime="torch")
     bf16, bf16_report = _run(trained, "bf16", runtime="torch-bf16")
     assert "(bf16" in bf16_report["predictor"] and "bf16" not in fp32_report["predictor"]
     assert (fp32 == bf16).mean() >= 0.985
@@ -92,7 +92,7 @@ def test_bf16_keeps_the_fp32_map(trained):
 
 
 def test_the_compiled_network_keeps_the_fp32_map_and_is_compiled_once(trained):
-    fp32, fp32_report = _run(trained, "fp32-ref")
+    fp32, fp32_report = _run(trained, "fp32-ref", runtime="torch")
     compiled, report = _run(trained, "compiled", runtime="torch-compiled")
     assert "AOTInductor, compiled in" in report["predictor"]
     assert (fp32 == compiled).mean() >= 0.985

@@ -1,0 +1,70 @@
+"""`--runtime auto`: which runtime it stands for on this machine, for this package and raster."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from gfm_backend.package import read_spec
+from gfm_backend.runtime import compiled, device
+from gfm_backend.runtime.choose import COMPILE_FROM_MPIX, choose_runtime
+from gfm_backend.runtime.predictors import INT8_FILE, make_predictor
+
+
+@pytest.fixture
+def package(tiny_model, tmp_path):
+    """A copy of the tiny package (its int8 file is added or removed per test)."""
+    return shutil.copytree(tiny_model, tmp_path / "pkg")
+
+
+@pytest.fixture
+def bf16(monkeypatch, tmp_path):
+    """A CPU with native bf16 and an empty compiled-network cache."""
+    monkeypatch.setenv(compiled.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(device, "native_bf16", lambda where: True)
+
+
+def spec_of(package):
+    return read_spec(package).for_inference()
+
+
+def test_native_bf16_runs_bf16_on_small_rasters_and_compiles_for_large_ones(package, bf16,
+                                                                           monkeypatch):
+    spec = spec_of(package)
+    assert choose_runtime(package, spec, "cpu", 2048 * 2048)[0] == "torch-bf16"
+    large = int(COMPILE_FROM_MPIX * 1e6)
+    runtime, why = choose_runtime(package, spec, "cpu", large)
+    assert runtime == "torch-compiled" and "megapixels" in why
+    monkeypatch.setattr(compiled, "has_compiler", lambda: False)
+    assert choose_runtime(package, spec, "cpu", large)[0] == "torch-bf16"
+
+
+def test_the_choice_does_not_depend_on_the_cache(package, bf16):
+    """A network compiled for a large raster does not change how a small one is classified."""
+    spec = spec_of(package)
+    cache = compiled.cache_dir()
+    cache.mkdir(parents=True)
+    (cache / f"gfm-{compiled.compiled_key(package, spec, 8, True)}.pt2").write_bytes(b"")
+    assert choose_runtime(package, spec, "cpu", 64 * 64)[0] == "torch-bf16"
+
+
+def test_without_native_bf16_int8_where_the_package_has_it(package, monkeypatch):
+    monkeypatch.setattr(device, "native_bf16", lambda where: False)
+    spec = spec_of(package)
+    assert (package / INT8_FILE).is_file()  # fine-tuning writes it
+    assert choose_runtime(package, spec, "cpu", None)[0] == "onnx-int8"
+    other_tiles = read_spec(package).for_inference(384)
+    assert choose_runtime(package, other_tiles, "cpu", None)[0] == "torch"
+    (package / INT8_FILE).unlink()
+    runtime, why = choose_runtime(package, spec, "cpu", None)
+    assert runtime == "torch" and "no model.int8.onnx" in why
+
+
+def test_the_predictor_says_what_auto_chose(package, bf16):
+    predictor = make_predictor(package, spec_of(package), "auto", "cpu", pixels=256 * 256)
+    assert predictor.description.endswith(
+        "--runtime auto chose torch-bf16: native bf16; too small a raster to pay for "
+        "compiling the network")
+    assert "(bf16" in predictor.description
+
