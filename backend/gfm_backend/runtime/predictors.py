@@ -9,12 +9,13 @@ imported only for the torch runtime: it costs ~0.5 GB of resident memory on its 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..errors import GfmError, InputError
+from ..errors import Cancelled, GfmError, InputError
 from ..package import ModelSpec
 from ..progress import Progress
 from .device import describe_device, native_bf16, resolve_device
@@ -23,6 +24,7 @@ from .threads import onnx_session_options
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
 AUTO = "auto"  # the fastest runtime that keeps the map here (`choose.py`)
 RUNTIMES = ("torch", "torch-bf16", "torch-compiled", "onnx", "onnx-int8")
 TORCH_RUNTIMES = ("torch", "torch-bf16", "torch-compiled")
@@ -93,12 +95,7 @@ def make_predictor(model_dir: Path, spec: ModelSpec, runtime: str = "torch",
     for torch-compiled, which compiles for that batch on its first use). `auto` picks one
     for this machine and the raster's `pixels` (`choose.py`) and says which and why."""
     if runtime == AUTO:
-        from .choose import choose_runtime
-
-        chosen, why = choose_runtime(model_dir, spec, device, pixels)
-        predictor = make_predictor(model_dir, spec, chosen, device, batch_size, progress)
-        predictor.description += f"; --runtime auto chose {chosen}: {why}"
-        return predictor
+        return _auto_predictor(model_dir, spec, device, batch_size, progress, pixels)
     if runtime in TORCH_RUNTIMES:
         torch_device = resolve_device(device)
         if runtime == "torch-compiled" and torch_device.type == "cpu":
@@ -123,7 +120,28 @@ def make_predictor(model_dir: Path, spec: ModelSpec, runtime: str = "torch",
                              f"{spec.tile_size}: use that tile size, the torch runtime, or "
                              f"`gfm export --tile-size {spec.tile_size}`")
         return predictor
-    raise GfmError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    raise GfmError(f"unknown runtime {runtime!r}; use one of {', '.join((AUTO, *RUNTIMES))}")
+
+
+def _auto_predictor(model_dir: Path, spec: ModelSpec, device: str, batch_size: int,
+                    progress: Progress | None, pixels: int | None) -> Predictor:
+    """The runtime `choose.py` picks; a compile that fails leaves the job on torch-bf16
+    (the user asked for speed, not for that runtime)."""
+    from .choose import choose_runtime
+
+    chosen, why = choose_runtime(model_dir, spec, device, pixels)
+    try:
+        predictor = make_predictor(model_dir, spec, chosen, device, batch_size, progress)
+    except (Cancelled, InputError):
+        raise
+    except GfmError as exc:
+        if chosen != "torch-compiled":
+            raise
+        log.warning("%s; running torch-bf16 instead", exc)
+        chosen, why = "torch-bf16", f"compiling failed ({exc})"
+        predictor = make_predictor(model_dir, spec, chosen, device, batch_size, progress)
+    predictor.description += f"; --runtime auto chose {chosen}: {why}"
+    return predictor
 
 
 def _compiled_predictor(model_dir: Path, spec: ModelSpec, batch_size: int,

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from gfm_backend.errors import Cancelled, GfmError
 from gfm_backend.package import read_spec
 from gfm_backend.runtime import compiled, device
 from gfm_backend.runtime.choose import COMPILE_FROM_MPIX, choose_runtime
@@ -20,9 +21,10 @@ def package(tiny_model, tmp_path):
 
 @pytest.fixture
 def bf16(monkeypatch, tmp_path):
-    """A CPU with native bf16 and an empty compiled-network cache."""
+    """A CPU with native bf16, a C++ compiler and an empty compiled-network cache."""
     monkeypatch.setenv(compiled.CACHE_DIR_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(device, "native_bf16", lambda where: True)
+    monkeypatch.setattr(compiled, "has_compiler", lambda: True)
 
 
 def spec_of(package):
@@ -68,3 +70,22 @@ def test_the_predictor_says_what_auto_chose(package, bf16):
         "compiling the network")
     assert "(bf16" in predictor.description
 
+
+
+def test_a_failed_compile_leaves_the_job_on_bf16_and_a_cancel_stops_it(package, bf16,
+                                                                       monkeypatch):
+    def failing(*args, **kwargs):
+        raise GfmError("compiling the network for --runtime torch-compiled failed")
+
+    monkeypatch.setattr(compiled, "compiled_network", failing)
+    large = int(COMPILE_FROM_MPIX * 1e6)
+    predictor = make_predictor(package, spec_of(package), "auto", "cpu", 8, pixels=large)
+    assert "--runtime auto chose torch-bf16: compiling failed (compiling the network" \
+        in predictor.description
+
+    def cancelled(*args, **kwargs):
+        raise Cancelled("cancelled")
+
+    monkeypatch.setattr(compiled, "compiled_network", cancelled)
+    with pytest.raises(Cancelled):
+        make_predictor(package, spec_of(package), "auto", "cpu", 8, pixels=large)
