@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -231,7 +232,22 @@ def classify_ranked(params: ClassifyParams, progress: Progress) -> dict[str, Any
         progress(1.0, "done")
         return report
     finally:
+        _leave_together(ctx)
         shutdown(ctx)
+
+
+FINISH_WAIT = timedelta(days=1)  # rank 0's COGs and polygons of a whole mosaic take hours
+
+
+def _leave_together(ctx: Any) -> None:
+    """The other ranks wait for rank 0 to finish before leaving the process group: a rank
+    that tore gloo down while rank 0 still used it sometimes aborted as it exited (1 run
+    in 3 with bf16 on 2 CPU ranks), failing the whole run after its work was done. gloo
+    only: NCCL's barrier runs under the group's own timeout, and no GPU run has shown it."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_backend() == "gloo":
+        dist.monitored_barrier(timeout=FINISH_WAIT, wait_all_ranks=True)
 
 
 def _share_stage(stage: str | None) -> str:
