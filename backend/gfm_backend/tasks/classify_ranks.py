@@ -223,16 +223,17 @@ def classify_ranked(params: ClassifyParams, progress: Progress) -> dict[str, Any
                              "tiles are few); run gfm classify without torchrun")
         if not ctx.is_main:
             _ranked(ctx, params, spec, Path(_share_stage(None)), progress.muted())
+            _leave_together(ctx)
             return {"rank": ctx.rank, "out": str(params.out)}
         inputs = {"raster": params.raster, "model": params.model}
         with staged_output(params.out, CLASSIFY, params.overwrite, inputs,
                            last=(REPORT_JSON,)) as stage:
             _share_stage(str(stage))
             report = _ranked(ctx, params, spec, stage, progress)
+        _leave_together(ctx)
         progress(1.0, "done")
         return report
     finally:
-        _leave_together(ctx)
         shutdown(ctx)
 
 
@@ -240,10 +241,12 @@ FINISH_WAIT = timedelta(days=1)  # rank 0's COGs and polygons of a whole mosaic 
 
 
 def _leave_together(ctx: Any) -> None:
-    """The other ranks wait for rank 0 to finish before leaving the process group: a rank
-    that tore gloo down while rank 0 still used it sometimes aborted as it exited (1 run
-    in 3 with bf16 on 2 CPU ranks), failing the whole run after its work was done. gloo
-    only: NCCL's barrier runs under the group's own timeout, and no GPU run has shown it."""
+    """On success the other ranks wait for rank 0 to finish before leaving the process
+    group: a rank that tore gloo down while rank 0 still used it sometimes aborted as it
+    exited (1 run in 3 with bf16 on 2 CPU ranks), failing the whole run after its work was
+    done. Not on failure: a rank that fails alone (rank 0 staging the folder, say) while
+    the others wait in another collective must exit, so torchrun stops them. gloo only:
+    NCCL's barrier runs under the group's own timeout, and no GPU run has shown it."""
     import torch.distributed as dist
 
     if dist.is_initialized() and dist.get_backend() == "gloo":

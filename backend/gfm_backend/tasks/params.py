@@ -39,8 +39,8 @@ ModelRef = Annotated[Path, Kind("model"), Field(
 OutFolder = Annotated[Path, Kind("out_dir"), Field(description="output folder", title="Output folder")]
 Runtime = Annotated[Literal["auto", "torch", "torch-bf16", "torch-compiled", "onnx", "onnx-int8"], Field(
     description="auto (the fastest that keeps the map here: torch-bf16 where the CPU has "
-    "native bf16, torch-compiled once that network is compiled or for rasters of 100 "
-    "megapixels and more, onnx-int8 on other CPUs when the package has it, else torch), "
+    "native bf16, torch-compiled there for rasters of 100 megapixels and more, "
+    "onnx-int8 on other CPUs when the package has it, else torch), "
     "torch, torch-bf16 (bf16 on a CPU as well as on CUDA: about 3x faster on "
     "CPUs with AMX, such as Intel Xeon 4th generation and later), torch-compiled (that "
     "network compiled for this CPU, once per model, tile and batch size, about 1-2 "
