@@ -35,11 +35,16 @@ ONNX_FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_FILE}
 
 class Predictor(Protocol):
     description: str
+    # compiled for one batch size (short batches padded): the streaming loop then fills
+    # batches across tile rows (`tiling.TileRun.carries_tiles`)
+    fixed_batch: bool
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 class TorchPredictor:
+    fixed_batch = False
+
     def __init__(self, net: torch.nn.Module, device: torch.device, bf16: bool | None = None) -> None:
         import torch
 
@@ -61,6 +66,8 @@ class TorchPredictor:
 
 
 class OnnxPredictor:
+    fixed_batch = False
+
     def __init__(self, onnx_path: Path, device: str = "auto") -> None:
         import onnxruntime as ort
 

@@ -167,7 +167,7 @@ class TileRun:
         8 computed 16). Others run each row's tiles on their own, so that a rank of a run
         over several processes, which starts at a tile row, batches every row as one
         process does: an eager runtime's results can depend on a batch's size."""
-        return bool(getattr(self.predictor, "fixed_batch", False))
+        return self.predictor.fixed_batch
 
 
 @dataclass
