@@ -21,11 +21,10 @@ encoder runs once over the batch of `2N` images. The ONNX export has two inputs,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..package import CHANGE_TASK
-from .heads import UPerNetHead, conv_bn_relu
+from .heads import UPerNetHead, conv_bn_relu, probabilities, upsample_logits
 from .swin import SwinEncoder
 
 
@@ -57,13 +56,16 @@ class ChangeNetwork(nn.Module):
         self.bands = bands
         self.task = CHANGE_TASK
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def head_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's change logits at stride 4."""
         before, after = x[:, : self.bands], x[:, self.bands :]
-        out = self.head(self.encoder(torch.cat([before, after], dim=0)))
-        return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(self.encoder(torch.cat([before, after], dim=0)))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample_logits(self.head_logits(x), x.shape[-2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(x).float(), dim=1)
+        return probabilities(self.head_logits(x), x.shape[-2:])
 
 
 class PairInputs(nn.Module):

@@ -7,6 +7,8 @@ UC Merced / BigEarthNet setting does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -129,3 +131,17 @@ def stage_features(feats: list[torch.Tensor], pooled: bool = False) -> torch.Ten
     size = feats[0].shape[-2:]
     return torch.cat([feats[0]] + [F.interpolate(f, size=size, mode="bilinear",
                                                  align_corners=False) for f in feats[1:]], dim=1)
+
+
+def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Dense logits (N, C, h, w) resized to the tile's pixels; a scene's (N, C) as they are."""
+    if logits.ndim != 4:
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def probabilities(head_logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """What every runtime returns: class probabilities (fp32) at the tile's pixels. The
+    compiled runtime compiles the network up to `head_logits` and runs this eagerly: the
+    compiled resize and softmax took 1.1 ms a tile on tiny, torch's own kernels 0.2."""
+    return torch.softmax(upsample_logits(head_logits.float(), size), dim=1)

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -19,7 +18,7 @@ from ..atomic import atomic_path
 from ..errors import InputError
 from ..package import CHANGE_TASK, ModelSpec
 from .change import ChangeHead, ChangeNetwork
-from .heads import ProbeHead, SceneHead, UPerNetHead
+from .heads import ProbeHead, SceneHead, UPerNetHead, probabilities, upsample_logits
 from .swin import EncoderConfig, SwinEncoder, build_encoder
 
 WEIGHTS_FILE = "model.safetensors"
@@ -35,14 +34,15 @@ class GfmNetwork(nn.Module):
         self.head = head
         self.task = task
 
+    def head_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's output: segmentation logits at stride 4, or one row per scene."""
+        return self.head(self.encoder(x))
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.encoder(x))
-        if self.task == "segmentation":
-            out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return out
+        return upsample_logits(self.head_logits(x), x.shape[-2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(x).float(), dim=1)
+        return probabilities(self.head_logits(x), x.shape[-2:])
 
 
 def default_head_channels(embed_dim: int) -> int:

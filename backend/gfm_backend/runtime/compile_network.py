@@ -14,34 +14,37 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.network import Network, load_network
+
 PR_SET_PDEATHSIG = 1  # linux/prctl.h: a signal the kernel sends when the parent dies
 
 
-class _Autocast(nn.Module):
-    """bf16 autocast inside the graph: the compiled network keeps norms and softmax in fp32."""
+class _HeadLogits(nn.Module):
+    """The network up to its head's logits (`CompiledPredictor` resizes them and takes
+    the softmax eagerly), under bf16 autocast where asked: norms stay in fp32."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: Network, bf16: bool) -> None:
         super().__init__()
-        self.net = net
+        self.net, self.bf16 = net, bf16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.net.head_logits(x).float()
 
 
 def compile_network(model_dir: Path, tile: int, batch: int, bf16: bool, out: Path) -> Path:
-    """The package's network at `tile` px and a static `batch` (a dynamic one ran 2.7x
-    slower), weights frozen into the library, written to `out` (a `.pt2` file)."""
+    """The package's network up to its head's logits at `tile` px and a static `batch` (a
+    dynamic one ran 2.7x slower), weights frozen into the library, written to `out` (a
+    `.pt2` file)."""
     import torch._inductor.config as inductor
 
-    from ..models.network import load_network
     from ..package import read_spec
 
     spec = read_spec(model_dir).for_inference(tile)
     net = load_network(model_dir, spec)
     if net.encoder.config.img_size != spec.tile_size:
         net.encoder.set_input_size(spec.tile_size)
-    module = _Autocast(net) if bf16 else net
+    module = _HeadLogits(net, bf16)
     example = torch.zeros(batch, spec.input_channels, tile, tile)
     inductor.freezing = True  # weights become constants, pre-packed for oneDNN
     with torch.inference_mode():

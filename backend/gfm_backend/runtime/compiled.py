@@ -216,6 +216,8 @@ class CompiledPredictor:
     The compiled code trusts its input's shape (another one reads out of bounds), so the
     shape is checked here."""
 
+    fixed_batch = True  # the streaming loop fills batches across tile rows
+
     def __init__(self, path: Path, batch: int, tile_shape: tuple[int, int, int],
                  description: str) -> None:
         import torch
@@ -231,11 +233,12 @@ class CompiledPredictor:
             raise GfmError(f"the compiled network {path} could not be loaded ({exc}); it was "
                            "removed from the cache, so the next run compiles it again") from exc
         self.batch = batch
-        self.fixed_batch = True  # the streaming loop fills batches across tile rows
         self.tile_shape = tile_shape  # (channels, height, width)
         self.description = description
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        from ..models.heads import probabilities  # torch's own resize and softmax
+
         torch, n = self.torch, len(batch)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != self.tile_shape:
             raise ValueError(f"the compiled network takes tiles of {self.tile_shape}, "
@@ -247,6 +250,6 @@ class CompiledPredictor:
                 short = self.batch - len(chunk)
                 if short:
                     chunk = np.concatenate([chunk, np.zeros((short, *chunk.shape[1:]), np.float32)])
-                out = self.runner(torch.from_numpy(chunk))
-                parts.append(out.float().numpy()[: self.batch - short])
+                out = probabilities(self.runner(torch.from_numpy(chunk)), self.tile_shape[1:])
+                parts.append(out.numpy()[: self.batch - short])
         return np.concatenate(parts)
