@@ -45,6 +45,7 @@ CACHE_ENTRIES = 6  # compiled networks kept (base: 200 MB each); the least recen
 NETWORK_SOURCES = ("models/network.py", "models/swin.py", "models/heads.py",
                    "models/change.py", "runtime/compile_network.py")
 POLL_S = 0.25
+DIGESTS, DIGESTS_KEPT = "digests", 256  # remembered hashes of weights files
 
 
 def cache_dir() -> Path:
@@ -60,12 +61,10 @@ def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool) -> st
     import timm
     import torch
 
-    digest = hashlib.blake2b(digest_size=16)
     from ..models.network import WEIGHTS_FILE
 
-    with open(Path(model_dir) / WEIGHTS_FILE, "rb") as f:
-        while chunk := f.read(1 << 23):
-            digest.update(chunk)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(weights_digest(Path(model_dir) / WEIGHTS_FILE).encode())
     package = Path(__file__).resolve().parent.parent
     for name in NETWORK_SOURCES:
         digest.update((package / name).read_bytes())
@@ -74,6 +73,41 @@ def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool) -> st
     digest.update(json.dumps([network, torch.__version__, timm.__version__, _cpu_signature()],
                              sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def weights_digest(weights: Path) -> str:
+    """The weights file's hash, remembered in the cache under the file's identity (path,
+    inode, size, modification and change times): hashing base's 390 MB took 0.3-0.6 s of
+    every job. A file changed while it was hashed is not remembered."""
+    before = _file_identity(weights)
+    memo = cache_dir() / DIGESTS / f"{hashlib.sha1(before.encode()).hexdigest()}.txt"
+    with contextlib.suppress(OSError):
+        known = memo.read_text(encoding="ascii").strip()
+        if len(known) == 32:
+            return known
+    digest = hashlib.blake2b(digest_size=16)
+    with open(weights, "rb") as f:
+        while chunk := f.read(1 << 23):
+            digest.update(chunk)
+    if _file_identity(weights) == before:
+        with contextlib.suppress(OSError), atomic_path(memo, suffix=".txt") as tmp:
+            tmp.write_text(digest.hexdigest(), encoding="ascii")
+        _prune_digests(memo.parent)
+    return digest.hexdigest()
+
+
+def _file_identity(path: Path) -> str:
+    st = path.stat()
+    return json.dumps([str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                       st.st_ctime_ns])
+
+
+def _prune_digests(folder: Path) -> None:
+    """Keep the DIGESTS_KEPT most recent remembered hashes (a few bytes each)."""
+    with contextlib.suppress(OSError):
+        memos = sorted(folder.glob("*.txt"), key=lambda m: m.stat().st_mtime, reverse=True)
+        for old in memos[DIGESTS_KEPT:]:
+            old.unlink(missing_ok=True)
 
 
 def _cpu_signature() -> list[str]:

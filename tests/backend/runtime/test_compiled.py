@@ -4,6 +4,7 @@ Compiling a whole network is tested on a trained model in `test_inference_tiles.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -50,6 +51,21 @@ def test_the_key_follows_weights_tile_batch_and_precision(package, tmp_path):
         (copy / f.name).write_bytes(data[:-1] + bytes([data[-1] ^ 1])
                                     if f.name == "model.safetensors" else data)
     assert compiled_key(copy, spec, 8, True) != key
+
+
+def test_the_weights_are_hashed_once_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setenv("GFM_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights, first")
+    first = compiled.weights_digest(weights)
+    hashed, blake2b = [], hashlib.blake2b
+    monkeypatch.setattr(compiled.hashlib, "blake2b",
+                        lambda **kw: hashed.append(kw) or blake2b(**kw))
+    assert compiled.weights_digest(weights) == first and not hashed  # remembered
+    with atomic_path(weights) as tmp:  # as a fine-tune rewrites its package
+        tmp.write_bytes(b"weights, again")
+    assert compiled.weights_digest(weights) != first and hashed
+    assert len(list((cache_dir() / compiled.DIGESTS).glob("*.txt"))) == 2
 
 
 def test_the_cache_keeps_the_most_recently_used_and_only_its_own_files(tmp_path, monkeypatch):
