@@ -2,9 +2,10 @@
 
 Measured on 2-core CPUs (`gfm bench classify`, README "Speed"): every runtime but fp32
 torch agrees with it on at least 99.7 % of the pixels. Where bf16 is native (AMX,
-AVX512-BF16) eager bf16 runs 1.7-2.2x fp32 and the compiled network 2-3.3x, but a compile
-costs 1-2 minutes once per model, which pays only on large rasters (base against bf16:
-from about 70 megapixels); without native bf16, ONNX Runtime's int8 MatMuls run 1.3-2.1x.
+AVX512-BF16) eager bf16 runs 1.7-2.2x fp32 and the compiled network 2-3.3x (without AMX
+its int8 Linear layers make it 1.2x faster again), but a compile costs 1-2 minutes once
+per model, which pays only on large rasters (base against bf16: from about 70
+megapixels); without native bf16, ONNX Runtime's int8 MatMuls run 1.3-2.1x.
 On CUDA the plain torch runtime already runs bf16.
 
 The choice depends on the machine and the raster's size alone, not on what is cached, so
@@ -24,7 +25,7 @@ def choose_runtime(model_dir: Path, spec: ModelSpec, device: str,
                    pixels: int | None) -> tuple[str, str]:
     """The runtime `auto` stands for here, and why, in words for the report."""
     from .compiled import has_compiler
-    from .device import native_bf16, resolve_device
+    from .device import cpu_has_amx, native_bf16, resolve_device
 
     where = resolve_device(device)
     if where.type == "cuda":
@@ -34,8 +35,10 @@ def choose_runtime(model_dir: Path, spec: ModelSpec, device: str,
             return "onnx-int8", "no native bf16 on this CPU; the package has model.int8.onnx"
         return "torch", "no native bf16 on this CPU and no model.int8.onnx at these tiles"
     if pixels is not None and pixels >= COMPILE_FROM_MPIX * 1e6 and has_compiler():
-        return "torch-compiled", (f"native bf16; {pixels / 1e6:.0f} megapixels pay for "
-                                  "compiling the network (once, then cached)")
+        pays = f"{pixels / 1e6:.0f} megapixels pay for compiling the network (once, then cached)"
+        if cpu_has_amx():
+            return "torch-compiled", f"native bf16 (AMX); {pays}"
+        return "torch-compiled-int8", f"native bf16 without AMX, where int8 is faster; {pays}"
     return "torch-bf16", "native bf16; too small a raster to pay for compiling the network"
 
 

@@ -54,9 +54,10 @@ def cache_dir() -> Path:
     return Path(root).expanduser() / "compiled"
 
 
-def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool) -> str:
+def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
+                 int8: bool = False) -> str:
     """Changes with anything the compiled library depends on: the weights, the network's
-    code and shape, the tile and batch, bf16, this CPU and torch. Not with what the
+    code and shape, the tile and batch, bf16 and int8, this CPU and torch. Not with what the
     network never sees (class names, tile overlap, input scaling)."""
     import timm
     import torch
@@ -69,7 +70,7 @@ def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool) -> st
     for name in NETWORK_SOURCES:
         digest.update((package / name).read_bytes())
     network = [spec.task, spec.encoder, spec.head, spec.num_classes, spec.input_channels,
-               spec.tile_size, batch, bf16]
+               spec.tile_size, batch, bf16, int8]
     digest.update(json.dumps([network, torch.__version__, timm.__version__, _cpu_signature()],
                              sort_keys=True).encode())
     return digest.hexdigest()
@@ -125,7 +126,7 @@ def _cpu_signature() -> list[str]:
 
 
 def compiled_network(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
-                     progress: Progress | None = None) -> tuple[Path, float]:
+                     progress: Progress | None = None, int8: bool = False) -> tuple[Path, float]:
     """The cached compiled package for this model (compiled first if missing) and the
     seconds spent compiling (0 from the cache). One process compiles; others wait."""
     import filelock
@@ -138,7 +139,7 @@ def compiled_network(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
         raise GfmError(f"cannot keep compiled networks in {folder} ({exc}): set "
                        f"{CACHE_DIR_ENV} to a folder you can write, or use --runtime "
                        "torch-bf16") from exc
-    key = compiled_key(model_dir, spec, batch, bf16)
+    key = compiled_key(model_dir, spec, batch, bf16, int8)
     path = folder / f"gfm-{key}.pt2"
     lock = filelock.FileLock(str(folder / f"gfm-{key}.lock"))
     while True:
@@ -154,26 +155,26 @@ def compiled_network(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
         _clear_partials(path)
         t0 = time.perf_counter()
         with atomic_path(path, suffix=".pt2", exists=False) as tmp:
-            _compile_in_child(model_dir, spec, batch, bf16, tmp, path.with_suffix(".log"),
-                              progress)
+            _compile_in_child(model_dir, spec, batch, ["--bf16"] * bf16 + ["--int8"] * int8,
+                              tmp, path.with_suffix(".log"), progress)
         _prune(folder, keep=path)
         return path, time.perf_counter() - t0
     finally:
         lock.release()
 
 
-def _compile_in_child(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool, out: Path,
-                      log_path: Path, progress: Progress) -> None:
+def _compile_in_child(model_dir: Path, spec: ModelSpec, batch: int, precision: list[str],
+                      out: Path, log_path: Path, progress: Progress) -> None:
     """`python -m gfm_backend.runtime.compile_network ...`, polled for a cancel; its log
     stays beside the cache entry when it fails."""
     _check_compiler()
     command = [sys.executable, "-m", "gfm_backend.runtime.compile_network", str(model_dir),
                "--tile", str(spec.tile_size), "--batch", str(batch), "--out", str(out),
-               "--parent", str(os.getpid())]
+               "--parent", str(os.getpid()), *precision]
     # inductor's own scratch files (kernels, the frozen weights again) go with the compile
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".inductor-") as scratch, \
             open(log_path, "wb") as log:
-        child = subprocess.Popen(command + (["--bf16"] if bf16 else []), stdout=log,
+        child = subprocess.Popen(command, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True,
                                  env=os.environ | {"TORCHINDUCTOR_CACHE_DIR": scratch})
         try:

@@ -43,3 +43,11 @@ def native_bf16(device: torch.device) -> bool:
     import torch
 
     return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def cpu_has_amx() -> bool:
+    """Intel's AMX tiles (Xeon 4th generation and later): bf16 matmuls at int8's speed,
+    so the compiled network's int8 Linear layers are not worth their rounding there."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported())

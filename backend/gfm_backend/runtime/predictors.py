@@ -2,7 +2,8 @@
 
 One interface for torch (fp32 on a CPU, bf16 autocast on CUDA; `torch-bf16`: bf16 on a
 CPU too, 2.5-3x faster where it has AMX; `torch-compiled`: that network compiled ahead of
-time for the CPU, `compiled.py`) and ONNX Runtime, so the
+time for the CPU, `compiled.py`; `torch-compiled-int8`: its Linear layers in int8) and
+ONNX Runtime, so the
 tiling, blending and writing code never knows which runtime runs the network. torch is
 imported only for the torch runtime: it costs ~0.5 GB of resident memory on its own.
 """
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 AUTO = "auto"  # the fastest runtime that keeps the map here (`choose.py`)
-RUNTIMES = ("torch", "torch-bf16", "torch-compiled", "onnx", "onnx-int8")
-TORCH_RUNTIMES = ("torch", "torch-bf16", "torch-compiled")
+COMPILED_RUNTIMES = ("torch-compiled", "torch-compiled-int8")
+TORCH_RUNTIMES = ("torch", "torch-bf16", *COMPILED_RUNTIMES)
+RUNTIMES = (*TORCH_RUNTIMES, "onnx", "onnx-int8")
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"  # MatMuls quantized to int8 (`gfm export --int8`)
 ONNX_FILES = {"onnx": ONNX_FILE, "onnx-int8": INT8_FILE}
@@ -105,15 +107,16 @@ def make_predictor(model_dir: Path, spec: ModelSpec, runtime: str = "torch",
         return _auto_predictor(model_dir, spec, device, batch_size, progress, pixels)
     if runtime in TORCH_RUNTIMES:
         torch_device = resolve_device(device)
-        if runtime == "torch-compiled" and torch_device.type == "cpu":
-            return _compiled_predictor(model_dir, spec, batch_size, progress)
+        if runtime in COMPILED_RUNTIMES and torch_device.type == "cpu":
+            return _compiled_predictor(model_dir, spec, batch_size, progress,
+                                       int8=runtime == "torch-compiled-int8")
         from ..models.network import load_network
 
         net = load_network(model_dir, spec)
         if net.encoder.config.img_size != spec.tile_size:  # the inference tile, same window
             net.encoder.set_input_size(spec.tile_size)
         eager = TorchPredictor(net, torch_device, bf16=True if runtime == "torch-bf16" else None)
-        if runtime == "torch-compiled":  # compiling is for the CPU: CUDA runs eager bf16
+        if runtime in COMPILED_RUNTIMES:  # compiling is for the CPU: CUDA runs eager bf16
             eager.description += ", not compiled: compiling is for the CPU only"
         return eager
     if runtime in ONNX_FILES:
@@ -142,7 +145,7 @@ def _auto_predictor(model_dir: Path, spec: ModelSpec, device: str, batch_size: i
     except (Cancelled, InputError):
         raise
     except GfmError as exc:
-        if chosen != "torch-compiled":
+        if chosen not in COMPILED_RUNTIMES:
             raise
         log.warning("%s; running torch-bf16 instead", exc)
         chosen, why = "torch-bf16", f"compiling failed ({exc})"
@@ -152,9 +155,9 @@ def _auto_predictor(model_dir: Path, spec: ModelSpec, device: str, batch_size: i
 
 
 def _compiled_predictor(model_dir: Path, spec: ModelSpec, batch_size: int,
-                        progress: Progress | None) -> Predictor:
+                        progress: Progress | None, int8: bool = False) -> Predictor:
     """torch-compiled on the CPU: bf16 where it is native, fp32 elsewhere (emulated bf16
-    would be slower than fp32)."""
+    would be slower than fp32); `int8`: the Linear layers in int8 as well."""
     import torch
 
     from ..models.network import WEIGHTS_FILE
@@ -163,8 +166,9 @@ def _compiled_predictor(model_dir: Path, spec: ModelSpec, batch_size: int,
     if not (Path(model_dir) / WEIGHTS_FILE).is_file():  # its weights are what is compiled
         raise InputError(model_dir, f"model package has no {WEIGHTS_FILE}")
     bf16 = native_bf16(torch.device("cpu"))
-    path, seconds = compiled_network(Path(model_dir), spec, batch_size, bf16, progress)
+    path, seconds = compiled_network(Path(model_dir), spec, batch_size, bf16, progress, int8)
     when = f"compiled in {seconds:.0f} s" if seconds else "compiled earlier, from the cache"
     shape = (spec.input_channels, spec.tile_size, spec.tile_size)
-    return CompiledPredictor(path, batch_size, shape, f"torch on CPU ({'bf16' if bf16 else 'fp32'}, "
-                             f"AOTInductor, {when})")
+    precision = ("int8 Linear layers, " if int8 else "") + ("bf16" if bf16 else "fp32")
+    return CompiledPredictor(path, batch_size, shape,
+                             f"torch on CPU ({precision}, AOTInductor, {when})")

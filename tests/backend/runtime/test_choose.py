@@ -36,8 +36,12 @@ def test_native_bf16_runs_bf16_on_small_rasters_and_compiles_for_large_ones(pack
     spec = spec_of(package)
     assert choose_runtime(package, spec, "cpu", 2048 * 2048)[0] == "torch-bf16"
     large = int(COMPILE_FROM_MPIX * 1e6)
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: True)
     runtime, why = choose_runtime(package, spec, "cpu", large)
     assert runtime == "torch-compiled" and "megapixels" in why
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: False)  # AVX512-BF16 alone
+    runtime, why = choose_runtime(package, spec, "cpu", large)
+    assert runtime == "torch-compiled-int8" and "without AMX" in why
     monkeypatch.setattr(compiled, "has_compiler", lambda: False)
     assert choose_runtime(package, spec, "cpu", large)[0] == "torch-bf16"
 

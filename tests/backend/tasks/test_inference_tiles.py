@@ -2,7 +2,7 @@
 192 px chips can classify 576 px tiles (less overlap, fewer tiles; its map stays close,
 though measured slightly worse, so it is not the default), `gfm export --tile-size` makes
 a package run them, and ONNX Runtime's int8 model, torch's bf16 and the network compiled
-for the CPU (torch-compiled) keep the fp32 map."""
+for the CPU (torch-compiled, and with int8 Linear layers) keep the fp32 map."""
 
 from __future__ import annotations
 
@@ -102,6 +102,15 @@ def test_the_compiled_network_keeps_the_fp32_map_and_is_compiled_once(trained):
     assert "from the cache" in again_report["predictor"]
     assert again_report["timings_s"]["load_model"] < report["timings_s"]["load_model"] / 4
     assert np.array_equal(again, compiled)
+
+
+def test_the_compiled_network_with_int8_linear_layers_keeps_the_fp32_map(trained):
+    fp32, fp32_report = _run(trained, "fp32-for-int8", runtime="torch")
+    int8, report = _run(trained, "compiled-int8", runtime="torch-compiled-int8")
+    assert "(int8 Linear layers, " in report["predictor"]
+    assert (fp32 == int8).mean() >= 0.985
+    for name, c in fp32_report["scores"]["per_class"].items():
+        assert abs(report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
 
 
 def test_the_compiled_network_gets_the_same_map_with_batches_across_tile_rows(trained,
