@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -40,7 +41,9 @@ def test_native_bf16_runs_bf16_on_small_rasters_and_compiles_for_large_ones(pack
     runtime, why = choose_runtime(package, spec, "cpu", large)
     assert runtime == "torch-compiled" and "megapixels" in why
     monkeypatch.setattr(device, "cpu_has_amx", lambda: False)  # AVX512-BF16 alone
-    runtime, why = choose_runtime(package, spec, "cpu", large)
+    assert choose_runtime(package, spec, "cpu", large)[0] == "torch-compiled"  # tiny: narrow
+    wide = dataclasses.replace(spec, encoder=spec.encoder | {"embed_dim": 128})  # as base
+    runtime, why = choose_runtime(package, wide, "cpu", large)
     assert runtime == "torch-compiled-int8" and "without AMX" in why
     monkeypatch.setattr(compiled, "has_compiler", lambda: False)
     assert choose_runtime(package, spec, "cpu", large)[0] == "torch-bf16"
