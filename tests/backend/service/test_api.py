@@ -90,7 +90,8 @@ def test_bad_input_is_refused_before_queueing_and_names_the_field(server: Server
         ({**ok, "batch_size": "eight"}, "batch_size", "integer"),
         ({**ok, "batch_size": 0}, "batch_size", "at least 1"),
         ({**ok, "device": "tpu"}, "device", "tpu"),
-        ({**ok, "runtime": "tensorrt"}, "runtime", "torch, torch-bf16, torch-compiled, torch-compiled-int8, onnx"),
+        ({**ok, "runtime": "tensorrt"}, "runtime",
+         "torch, torch-bf16, torch-compiled, torch-compiled-int8, onnx"),
         ({**ok, "min_area": 1, "min_area_m2": 2}, "min_area_m2", "given twice"),
         ({**ok, "out": str(small_raster)}, "out", "not a folder"),
     ]
