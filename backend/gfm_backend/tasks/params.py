@@ -40,13 +40,15 @@ OutFolder = Annotated[Path, Kind("out_dir"), Field(description="output folder", 
 Runtime = Annotated[Literal["auto", "torch", "torch-bf16", "torch-compiled", "torch-compiled-int8",
                             "onnx", "onnx-int8"], Field(
     description="auto (the fastest that keeps the map here: torch-bf16 where the CPU has "
-    "native bf16, torch-compiled there for rasters of 100 megapixels and more, "
+    "native bf16, torch-compiled there for rasters of 100 megapixels and more (its int8 "
+    "variant for base on CPUs without AMX), "
     "onnx-int8 on other CPUs when the package has it, else torch), "
     "torch, torch-bf16 (bf16 on a CPU as well as on CUDA: about 3x faster on "
     "CPUs with AMX, such as Intel Xeon 4th generation and later), torch-compiled (that "
     "network compiled for this CPU, once per model, tile and batch size, about 1-2 "
     "minutes, then cached; needs a C++ compiler), torch-compiled-int8 (the same with its "
-    "Linear layers in int8: faster again on CPUs without AMX), onnx (ONNX Runtime), or "
+    "Linear layers in int8: faster again for base on CPUs without AMX), onnx (ONNX "
+    "Runtime), or "
     "onnx-int8 (its MatMuls in int8: faster on CPUs, needs model.int8.onnx from gfm export "
     "--int8)")]
 InferTile = Annotated[int | None, Strict(), Field(
