@@ -42,7 +42,7 @@ def native_bf16(device: torch.device) -> bool:
         return True
     import torch
 
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return cpu_has_amx() or bool(torch.cpu._is_avx512_bf16_supported())
 
 
 def cpu_has_amx() -> bool:

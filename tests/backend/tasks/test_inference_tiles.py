@@ -55,6 +55,20 @@ def _run(trained, name: str, **options) -> tuple[np.ndarray, dict]:
     return classes, report | {"scores": scores}
 
 
+@pytest.fixture(scope="module")
+def fp32(trained) -> tuple[np.ndarray, dict]:
+    """The fp32 torch map every faster runtime is held to, classified once."""
+    return _run(trained, "fp32", runtime="torch")
+
+
+def _assert_keeps_map(reference: tuple[np.ndarray, dict], other: tuple[np.ndarray, dict]) -> None:
+    """At least 98.5 % of the pixels the same, and every class's IoU within a point."""
+    (ref_classes, ref_report), (classes, report) = reference, other
+    assert (ref_classes == classes).mean() >= 0.985
+    for name, c in ref_report["scores"]["per_class"].items():
+        assert abs(report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
+
+
 def test_a_new_package_carries_an_int8_model_beside_its_onnx(trained):
     spec = read_spec(trained["model"])
     assert (spec.tile_size, spec.tile_overlap) == (192, 48) and spec.infer_tile_size is None
@@ -75,42 +89,30 @@ def test_576_px_tiles_stay_close_to_192_px_tiles(trained):
 
 
 def test_int8_keeps_the_fp32_map(trained):
-    fp32, fp32_report = _run(trained, "onnx", runtime="onnx")
-    int8, int8_report = _run(trained, "int8", runtime="onnx-int8")
-    assert (fp32 == int8).mean() >= 0.985
-    for name, c in fp32_report["scores"]["per_class"].items():
-        assert abs(int8_report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
+    _assert_keeps_map(_run(trained, "onnx", runtime="onnx"),
+                      _run(trained, "int8", runtime="onnx-int8"))
 
 
-def test_bf16_keeps_the_fp32_map(trained):
-    fp32, fp32_report = _run(trained, "fp32", runtime="torch")
-    bf16, bf16_report = _run(trained, "bf16", runtime="torch-bf16")
-    assert "(bf16" in bf16_report["predictor"] and "bf16" not in fp32_report["predictor"]
-    assert (fp32 == bf16).mean() >= 0.985
-    for name, c in fp32_report["scores"]["per_class"].items():
-        assert abs(bf16_report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
+def test_bf16_keeps_the_fp32_map(trained, fp32):
+    bf16 = _run(trained, "bf16", runtime="torch-bf16")
+    assert "(bf16" in bf16[1]["predictor"] and "bf16" not in fp32[1]["predictor"]
+    _assert_keeps_map(fp32, bf16)
 
 
-def test_the_compiled_network_keeps_the_fp32_map_and_is_compiled_once(trained):
-    fp32, fp32_report = _run(trained, "fp32-ref", runtime="torch")
+def test_the_compiled_network_keeps_the_fp32_map_and_is_compiled_once(trained, fp32):
     compiled, report = _run(trained, "compiled", runtime="torch-compiled")
     assert "AOTInductor, compiled in" in report["predictor"]
-    assert (fp32 == compiled).mean() >= 0.985
-    for name, c in fp32_report["scores"]["per_class"].items():
-        assert abs(report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
+    _assert_keeps_map(fp32, (compiled, report))
     again, again_report = _run(trained, "compiled-again", runtime="torch-compiled")
     assert "from the cache" in again_report["predictor"]
     assert again_report["timings_s"]["load_model"] < report["timings_s"]["load_model"] / 4
     assert np.array_equal(again, compiled)
 
 
-def test_the_compiled_network_with_int8_linear_layers_keeps_the_fp32_map(trained):
-    fp32, fp32_report = _run(trained, "fp32-for-int8", runtime="torch")
-    int8, report = _run(trained, "compiled-int8", runtime="torch-compiled-int8")
-    assert "(int8 Linear layers, " in report["predictor"]
-    assert (fp32 == int8).mean() >= 0.985
-    for name, c in fp32_report["scores"]["per_class"].items():
-        assert abs(report["scores"]["per_class"][name]["iou"] - c["iou"]) <= 0.01, name
+def test_the_compiled_network_with_int8_linear_layers_keeps_the_fp32_map(trained, fp32):
+    int8 = _run(trained, "compiled-int8", runtime="torch-compiled-int8")
+    assert "(int8 Linear layers, " in int8[1]["predictor"]
+    _assert_keeps_map(fp32, int8)
 
 
 def test_the_compiled_network_gets_the_same_map_with_batches_across_tile_rows(trained,
