@@ -26,10 +26,11 @@ def choose_runtime(model_dir: Path, spec: ModelSpec, device: str,
                    pixels: int | None) -> tuple[str, str]:
     """The runtime `auto` stands for here, and why, in words for the report."""
     from .compiled import has_compiler
-    from .device import cpu_has_amx, native_bf16, resolve_device
+    from .device import cpu_has_amx, native_bf16, resolve_device, surely_cpu
 
-    where = resolve_device(device)
-    if where.type == "cuda":
+    # torch is imported only where it decides, or runs: ONNX Runtime alone takes half the memory
+    where = "cpu" if surely_cpu(device) else resolve_device(device).type
+    if where == "cuda":
         return "torch", "on CUDA torch runs bf16"
     if not native_bf16(where):
         if _int8_fits(model_dir, spec):

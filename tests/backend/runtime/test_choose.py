@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -78,7 +81,6 @@ def test_the_predictor_says_what_auto_chose(package, bf16):
     assert "(bf16" in predictor.description
 
 
-
 def test_a_failed_compile_leaves_the_job_on_bf16_and_a_cancel_stops_it(package, bf16,
                                                                        monkeypatch):
     def failing(*args, **kwargs):
@@ -96,3 +98,27 @@ def test_a_failed_compile_leaves_the_job_on_bf16_and_a_cancel_stops_it(package, 
     monkeypatch.setattr(compiled, "compiled_network", cancelled)
     with pytest.raises(Cancelled):
         make_predictor(package, spec_of(package), "auto", "cpu", 8, pixels=large)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc/cpuinfo")
+def test_choosing_onnx_runtime_does_not_load_torch(package, tmp_path):
+    """On a CPU without native bf16 `auto` runs ONNX Runtime; deciding so must not load
+    torch, which alone doubled the job's memory (462 against 1,018 MB, tiny, 2048 px)."""
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    script = f"""
+import sys
+from gfm_backend.runtime import device
+device.CPUINFO, device.GPU_NODES = {str(flags)!r}, ()
+from gfm_backend.package import read_spec
+from gfm_backend.runtime.predictors import make_predictor
+predictor = make_predictor({str(package)!r}, read_spec({str(package)!r}).for_inference(),
+                           "auto", "auto")
+print(predictor.description)
+print("torch loaded" if "torch" in sys.modules else "no torch")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, env=os.environ | {"PYTHONWARNINGS": "ignore"})
+    description, loaded = done.stdout.strip().splitlines()
+    assert description.startswith("onnxruntime") and "auto chose onnx-int8" in description
+    assert loaded == "no torch"
