@@ -61,10 +61,11 @@ def int8_linears(module: nn.Module, example: torch.Tensor) -> nn.Module:
 
 
 def compile_network(model_dir: Path, tile: int, batch: int, bf16: bool, out: Path,
-                    int8: bool = False) -> Path:
+                    int8: bool = False, threads: int | None = None) -> Path:
     """The package's network up to its head's logits at `tile` px and a static `batch` (a
     dynamic one ran 2.7x slower), weights frozen into the library, written to `out` (a
-    `.pt2` file); `int8`: its Linear layers in int8 (`int8_linears`)."""
+    `.pt2` file); `int8`: its Linear layers in int8 (`int8_linears`); `threads`: the
+    compute threads its kernels run on (written into them; default: this process's)."""
     import torch._inductor.config as inductor
 
     from ..package import read_spec
@@ -80,6 +81,8 @@ def compile_network(model_dir: Path, tile: int, batch: int, bf16: bool, out: Pat
     if bf16:
         module = _Autocast(module)
     inductor.freezing = True  # weights become constants, pre-packed for oneDNN
+    if threads:
+        inductor.cpp.threads = threads
     with torch.no_grad():
         program = torch.export.export(module, (example,))
         return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(out)))
@@ -102,12 +105,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--int8", action="store_true", help="the Linear layers in int8")
+    p.add_argument("--threads", type=int, help="the job's compute threads")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--parent", type=int, help="the job's process id")
     a = p.parse_args()
     if a.parent:
         die_with_parent(a.parent)
-    compile_network(a.model, a.tile, a.batch, a.bf16, a.out, int8=a.int8)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    compile_network(a.model, a.tile, a.batch, a.bf16, a.out, int8=a.int8, threads=a.threads)
 
 
 if __name__ == "__main__":

@@ -55,10 +55,11 @@ def cache_dir() -> Path:
 
 
 def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
-                 int8: bool = False) -> str:
+                 int8: bool = False, threads: int | None = None) -> str:
     """Changes with anything the compiled library depends on: the weights, the network's
-    code and shape, the tile and batch, bf16 and int8, this CPU and torch. Not with what the
-    network never sees (class names, tile overlap, input scaling)."""
+    code and shape, the tile and batch, bf16 and int8, this CPU, its compute threads (the
+    job's, `job_threads`) and torch. Not with what the network never sees (class names,
+    tile overlap, input scaling)."""
     import timm
     import torch
 
@@ -70,7 +71,7 @@ def compiled_key(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
     for name in NETWORK_SOURCES:
         digest.update((package / name).read_bytes())
     network = [spec.task, spec.encoder, spec.head, spec.num_classes, spec.input_channels,
-               spec.tile_size, batch, bf16, int8]
+               spec.tile_size, batch, bf16, int8, threads or job_threads()]
     digest.update(json.dumps([network, torch.__version__, timm.__version__, _cpu_signature()],
                              sort_keys=True).encode())
     return digest.hexdigest()
@@ -111,6 +112,16 @@ def _prune_digests(folder: Path) -> None:
             old.unlink(missing_ok=True)
 
 
+def job_threads() -> int:
+    """The compute threads this job runs on (torch's, as a torchrun rank or the service set
+    them). Inductor writes the count into the compiled kernels, so the compile takes the
+    job's: a child left to its defaults took torchrun's OMP_NUM_THREADS=1, and a library
+    from a 2-core machine's cache ran on 2 threads of a 16-core one."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _cpu_signature() -> list[str]:
     """Inductor compiles for this very CPU (-march=native): a cache in a home folder shared
     between machines must not hand one CPU's library to another (illegal instruction)."""
@@ -139,7 +150,8 @@ def compiled_network(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
         raise GfmError(f"cannot keep compiled networks in {folder} ({exc}): set "
                        f"{CACHE_DIR_ENV} to a folder you can write, or use --runtime "
                        "torch-bf16") from exc
-    key = compiled_key(model_dir, spec, batch, bf16, int8)
+    threads = job_threads()
+    key = compiled_key(model_dir, spec, batch, bf16, int8, threads)
     path = folder / f"gfm-{key}.pt2"
     lock = filelock.FileLock(str(folder / f"gfm-{key}.lock"))
     while True:
@@ -155,22 +167,23 @@ def compiled_network(model_dir: Path, spec: ModelSpec, batch: int, bf16: bool,
         _clear_partials(path)
         t0 = time.perf_counter()
         with atomic_path(path, suffix=".pt2", exists=False) as tmp:
-            _compile_in_child(model_dir, spec, batch, ["--bf16"] * bf16 + ["--int8"] * int8,
-                              tmp, path.with_suffix(".log"), progress)
+            options = ["--threads", str(threads), *["--bf16"] * bf16, *["--int8"] * int8]
+            _compile_in_child(model_dir, spec, batch, options, tmp, path.with_suffix(".log"),
+                              progress)
         _prune(folder, keep=path)
         return path, time.perf_counter() - t0
     finally:
         lock.release()
 
 
-def _compile_in_child(model_dir: Path, spec: ModelSpec, batch: int, precision: list[str],
+def _compile_in_child(model_dir: Path, spec: ModelSpec, batch: int, options: list[str],
                       out: Path, log_path: Path, progress: Progress) -> None:
     """`python -m gfm_backend.runtime.compile_network ...`, polled for a cancel; its log
     stays beside the cache entry when it fails."""
     _check_compiler()
     command = [sys.executable, "-m", "gfm_backend.runtime.compile_network", str(model_dir),
                "--tile", str(spec.tile_size), "--batch", str(batch), "--out", str(out),
-               "--parent", str(os.getpid()), *precision]
+               "--parent", str(os.getpid()), *options]
     # inductor's own scratch files (kernels, the frozen weights again) go with the compile
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".inductor-") as scratch, \
             open(log_path, "wb") as log:

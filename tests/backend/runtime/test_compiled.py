@@ -37,14 +37,15 @@ def package(tmp_path_factory):
     return root
 
 
-def test_the_key_follows_weights_tile_batch_and_precisions(package, tmp_path):
+def test_the_key_follows_weights_tile_batch_precisions_and_threads(package, tmp_path):
     spec = read_spec(package)
     key = compiled_key(package, spec, 8, True)
     assert key == compiled_key(package, spec, 8, True)
     others = {compiled_key(package, spec, 4, True), compiled_key(package, spec, 8, False),
               compiled_key(package, spec.for_inference(384), 8, True),
-              compiled_key(package, spec, 8, True, int8=True)}
-    assert key not in others and len(others) == 4
+              compiled_key(package, spec, 8, True, int8=True),
+              compiled_key(package, spec, 8, True, threads=compiled.job_threads() + 1)}
+    assert key not in others and len(others) == 5
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in package.iterdir():

@@ -6,8 +6,11 @@ for the CPU (torch-compiled, and with int8 Linear layers) keep the fp32 map."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -23,6 +26,7 @@ from gfm_backend.data.synthetic import (
 )
 from gfm_backend.errors import InputError
 from gfm_backend.package import ModelSpec, default_classes, read_spec
+from gfm_backend.runtime.compiled import cache_dir, job_threads
 from gfm_backend.tasks.classify import classify
 from gfm_backend.tasks.finetune import finetune
 from gfm_backend.tasks.metrics import confusion, summarize
@@ -99,14 +103,25 @@ def test_bf16_keeps_the_fp32_map(trained, fp32):
     _assert_keeps_map(fp32, bf16)
 
 
-def test_the_compiled_network_keeps_the_fp32_map_and_is_compiled_once(trained, fp32):
+def test_the_compiled_network_keeps_the_fp32_map_and_is_compiled_once(trained, fp32,
+                                                                      monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what torchrun gives its ranks' children
     compiled, report = _run(trained, "compiled", runtime="torch-compiled")
     assert "AOTInductor, compiled in" in report["predictor"]
+    assert _kernel_threads(max(cache_dir().glob("gfm-*.pt2"), key=lambda p: p.stat().st_mtime)) \
+        == {job_threads()}  # the job's threads, not the compiling child's
     _assert_keeps_map(fp32, (compiled, report))
     again, again_report = _run(trained, "compiled-again", runtime="torch-compiled")
     assert "from the cache" in again_report["predictor"]
     assert again_report["timings_s"]["load_model"] < report["timings_s"]["load_model"] / 4
     assert np.array_equal(again, compiled)
+
+
+def _kernel_threads(package: Path) -> set[int]:
+    """The thread counts a compiled package's kernels were written for."""
+    with zipfile.ZipFile(package) as z:
+        code = "".join(z.read(n).decode() for n in z.namelist() if n.endswith("kernel.cpp"))
+    return {int(n) for n in re.findall(r"omp parallel num_threads\((\d+)\)", code)}
 
 
 def test_the_compiled_network_with_int8_linear_layers_keeps_the_fp32_map(trained, fp32):
