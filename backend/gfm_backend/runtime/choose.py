@@ -5,7 +5,8 @@ torch agrees with it on at least 99.7 % of the pixels. Where bf16 is native (AMX
 AVX512-BF16) eager bf16 runs 1.7-2.2x fp32 and the compiled network 2-3.3x (without AMX
 int8 Linear layers make base's 1.2-1.3x faster again, not tiny's), but a compile costs
 1-2 minutes once per model, which pays only on large rasters (base against bf16: from
-about 70 megapixels); without native bf16, ONNX Runtime's int8 MatMuls run 1.3-2.1x.
+about 70 megapixels); without native bf16, ONNX Runtime's int8 MatMuls run 1.3-2.1x on
+base (AVX-512 or AVX2), and tiny at fp32's speed with less than half of torch's memory.
 On CUDA the plain torch runtime already runs bf16.
 
 The choice depends on the machine and the raster's size alone, not on what is cached, so

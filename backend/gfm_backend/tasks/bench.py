@@ -23,7 +23,7 @@ import numpy as np
 import rasterio
 
 from ..data.synthetic import SCENE_CLASSES
-from ..errors import InputError
+from ..errors import GfmError, InputError
 from ..models import CONFIGS, build_encoder
 from ..package import read_spec
 from ..progress import Progress, silent
@@ -68,8 +68,10 @@ def _job_run(inputs: list[Path], model: Path, result_dir: Path, runtime: str, de
         capture_output=True, text=True,
     )
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{command} failed for {model.name}/{runtime}: {proc.stderr[-2000:]}")
+    if proc.returncode != 0:  # the child said why, in its own last line
+        said = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise GfmError(f"the bench's {command} of {model.name} with --runtime {runtime} "
+                       f"failed: {said[-1].removeprefix('gfm: error: ')}")
     return json.loads((result_dir / "report.json").read_text()), wall
 
 

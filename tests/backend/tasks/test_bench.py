@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gfm_backend.data.synthetic import make_scene, write_scene
-from gfm_backend.errors import InputError
+from gfm_backend.errors import GfmError, InputError
+from gfm_backend.tasks import bench
 from gfm_backend.tasks.bench import bench_classify, bench_pretrain
 from gfm_backend.tasks.geopile import GeopileParams, build_geopile
 
@@ -60,3 +61,12 @@ def test_bench_change_runs_real_detect_change_and_the_network_alone(tmp_path):
     assert row["end_to_end_mpix_s"] > 0 and row["model_only_mpix_s"] > 0 and row["ratio"] > 0
     assert (tmp_path / "bench_change.json").exists()
     assert (tmp_path / "changes_tiny_torch" / "change.tif").exists()
+
+
+def test_a_run_that_fails_says_which_and_why_in_the_childs_words(tmp_path):
+    raster = write_scene(make_scene(64, seed=1), tmp_path / "scene.tif")
+    with pytest.raises(GfmError) as failed:
+        bench._job_run([raster], tmp_path / "no-model", tmp_path / "out", "onnx", "cpu", 8)
+    said = str(failed.value)
+    assert said.startswith("the bench's classify of no-model with --runtime onnx failed: ")
+    assert str(tmp_path / "no-model") in said and "Traceback" not in said
