@@ -330,8 +330,8 @@ def test_a_full_output_disk_and_damaged_weights_are_clear_failures(server, small
     model = tmp_path / "damaged"
     shutil.copytree(tiny_model, model)
     (model / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    job = server.submit("classify", raster=str(small_raster), model=str(model),
-                        out=str(tmp_path / "o"), device="cpu")
+    job = server.submit("classify", raster=str(small_raster), model=str(model),  # torch reads
+                        out=str(tmp_path / "o"), device="cpu", runtime="torch")  # the weights
     done = server.wait(job["id"])
     assert done["state"] == "failed" and "model.safetensors" in done["message"], done
     assert "internal error" not in done["message"]
