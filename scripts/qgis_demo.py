@@ -21,36 +21,90 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main(demo_dir: Path, backend_python: str) -> int:
-    from qgis.core import (
-        QgsApplication,
-        QgsMapRendererParallelJob,
-        QgsMapSettings,
-        QgsProject,
-        QgsRasterLayer,
-        QgsTask,
-        QgsVectorLayer,
-    )
-    from qgis.PyQt.QtCore import QSize, Qt
-    from qgis.PyQt.QtGui import QColor
-    from qgis.testing import start_app
+def _controller(demo_dir: Path, backend_python: str):
+    """A controller with the plugin's dock, its backend state kept inside DEMO_DIR."""
     from qgis.testing.mocked import get_iface
 
     from gfm_plugin.controller import GfmController
     from gfm_plugin.dock import GfmDock
     from gfm_plugin.settings import BackendSettings
 
-    start_app()
-    iface = get_iface()
     state = demo_dir / "qgis-backend"
     models = state / "models"
-    if (models / "demo-tiny").exists():
+    if (models / "demo-tiny").exists():  # the demo's own copy from an earlier run
         shutil.rmtree(models / "demo-tiny")
     shutil.copytree(demo_dir / "model", models / "demo-tiny")
-    controller = GfmController(iface, GfmDock())
+    controller = GfmController(get_iface(), GfmDock())
     controller.settings = BackendSettings(mode="local", python=backend_python,
                                           state_dir=str(state), models_dir=str(models),
                                           results_dir=str(demo_dir / "qgis-results"))
+    return controller
+
+
+def _wait(task, minutes: int = 10) -> str | None:
+    """Run QGIS's event loop until the task ends; the reason it failed, or None."""
+    from qgis.core import QgsApplication, QgsTask
+
+    deadline = time.monotonic() + minutes * 60
+    while task.status() not in (QgsTask.Complete, QgsTask.Terminated):
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+        if time.monotonic() > deadline:
+            return f"classify did not finish in {minutes} minutes"
+    for _ in range(20):
+        QgsApplication.processEvents()
+    if task.info.get("state") != "succeeded":
+        return f"classify failed: {task.error}"
+    return None
+
+
+def _style(classes, labels) -> None:
+    """The imagery shows through the classes; the drawn labels are yellow outlines."""
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtGui import QColor
+
+    classes.renderer().setOpacity(0.65)
+    outline = labels.renderer().symbol().symbolLayer(0)
+    outline.setBrushStyle(Qt.NoBrush)
+    outline.setStrokeColor(QColor("yellow"))
+    outline.setStrokeWidth(0.6)
+
+
+def _render(layers: list, extent_layer, path: Path) -> None:
+    """Render the layers as QGIS draws them, 900 x 900 px, into a PNG."""
+    from qgis.core import QgsMapRendererParallelJob, QgsMapSettings
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
+
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(extent_layer.crs())
+    settings.setExtent(extent_layer.extent())
+    settings.setOutputSize(QSize(900, 900))
+    settings.setBackgroundColor(QColor("white"))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    job.renderedImage().save(str(path))
+
+
+def _stop_backend(state: Path) -> None:
+    """Stop the backend the controller started (its whole process group)."""
+    info_path = state / "server.json"
+    if info_path.exists():
+        pid = json.loads(info_path.read_text())["pid"]
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def main(demo_dir: Path, backend_python: str) -> int:
+    from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
+    from qgis.testing import start_app
+
+    start_app()
+    controller = _controller(demo_dir, backend_python)
     project = QgsProject.instance()
     project.setFileName(str(demo_dir / "demo.qgz"))
     try:
@@ -62,48 +116,20 @@ def main(demo_dir: Path, backend_python: str) -> int:
         project.addMapLayer(scene)
         project.addMapLayer(labels)
         controller.dock.raster_combo.setLayer(scene)
-        task = controller.classify_current()
-        deadline = time.monotonic() + 600
-        while task.status() not in (QgsTask.Complete, QgsTask.Terminated):
-            QgsApplication.processEvents()
-            time.sleep(0.05)
-            if time.monotonic() > deadline:
-                print("classify did not finish in 10 minutes", file=sys.stderr)
-                return 1
-        for _ in range(20):
-            QgsApplication.processEvents()
-        if task.info.get("state") != "succeeded":
-            print(f"classify failed: {task.error}", file=sys.stderr)
+        failure = _wait(controller.classify_current())
+        if failure:
+            print(failure, file=sys.stderr)
             return 1
         group = project.layerTreeRoot().findGroup("scene")
         classes = next(n.layer() for n in group.findLayers() if n.layer().name() == "classes")
-        classes.renderer().setOpacity(0.65)  # the imagery shows through the classes
-        outline = labels.renderer().symbol().symbolLayer(0)
-        outline.setBrushStyle(Qt.NoBrush)
-        outline.setStrokeColor(QColor("yellow"))
-        outline.setStrokeWidth(0.6)
+        _style(classes, labels)
         project.write()
-        settings = QgsMapSettings()
-        settings.setLayers([labels, classes, scene])
-        settings.setDestinationCrs(scene.crs())
-        settings.setExtent(scene.extent())
-        settings.setOutputSize(QSize(900, 900))
-        settings.setBackgroundColor(QColor("white"))
-        job = QgsMapRendererParallelJob(settings)
-        job.start()
-        job.waitForFinished()
-        job.renderedImage().save(str(demo_dir / "map.png"))
+        _render([labels, classes, scene], scene, demo_dir / "map.png")
         print(json.dumps({"project": str(demo_dir / "demo.qgz"), "map": str(demo_dir / "map.png"),
                           "layers": [n.layer().name() for n in group.findLayers()]}))
         return 0
     finally:
-        info_path = state / "server.json"
-        if info_path.exists():
-            pid = json.loads(info_path.read_text())["pid"]
-            try:
-                os.killpg(os.getpgid(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        _stop_backend(demo_dir / "qgis-backend")
 
 
 if __name__ == "__main__":

@@ -31,13 +31,13 @@ def test_bench_pretrain_from_a_geopile_times_the_loader_alone(tmp_path):
 
 
 def test_bench_classify_runs_real_classify_and_the_network_alone(tmp_path):
-    r = bench_classify(tmp_path, size=700, configs=["tiny"], runtimes=["torch-bf16", "onnx-int8"],
+    r = bench_classify(tmp_path, size=700, configs=["tiny"], runtimes=["onnx", "onnx-int8"],
                        repeat=2)
 
     reference, *rows = r["results"]
     assert reference["reference"] and reference["runtime"] == "torch" and reference["tile_px"] == 192
     assert [(row["runtime"], row["tile_px"]) for row in rows] == [
-        ("torch-bf16", 576), ("onnx-int8", 576), ("torch-bf16", 192), ("onnx-int8", 192)]
+        ("onnx", 576), ("onnx-int8", 576), ("onnx", 192), ("onnx-int8", 192)]
     for row in rows:
         assert row["repeat"] == 2 and row["tiles"] > 1
         assert row["end_to_end_mpix_s"] > 0 and row["model_only_mpix_s"] > 0 and row["ratio"] > 0
